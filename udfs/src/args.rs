@@ -170,7 +170,10 @@ mod tests {
     #[test]
     fn coercion_errors_name_the_argument() {
         let err = coerce_string("mask_sensitive", "user_id", &DataType::Int32).unwrap_err();
-        assert!(err.to_string().contains("mask_sensitive: argument `user_id` must be a string"));
+        assert!(
+            err.to_string()
+                .contains("mask_sensitive: argument `user_id` must be a string")
+        );
         let err = coerce_float("kpi_calculation", "daily_value", &DataType::Utf8).unwrap_err();
         assert!(err.to_string().contains("must be numeric"));
         let err = check_arity("f", &["a", "b"], &[DataType::Utf8]).unwrap_err();

@@ -101,7 +101,11 @@ impl ScalarUDFImpl for CalcDiscrepancy {
         &self,
         args: datafusion::logical_expr::ReturnFieldArgs,
     ) -> Result<datafusion::arrow::datatypes::FieldRef> {
-        let types: Vec<DataType> = args.arg_fields.iter().map(|f| f.data_type().clone()).collect();
+        let types: Vec<DataType> = args
+            .arg_fields
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
         Ok(non_null_field(NAME, self.return_type(&types)?))
     }
 
@@ -140,9 +144,16 @@ fn discrepancy(amount: f64, posted: f64) -> f64 {
 fn float_kernel(amount: &ColumnarValue, posted: &ColumnarValue, rows: usize) -> Result<ArrayRef> {
     let values: ScalarBuffer<f64> = match (amount, posted) {
         (ColumnarValue::Array(a), ColumnarValue::Array(b)) => {
-            let (a, b) = (a.as_primitive::<Float64Type>(), b.as_primitive::<Float64Type>());
-            let mut out: Vec<f64> =
-                a.values().iter().zip(b.values()).map(|(&x, &y)| discrepancy(x, y)).collect();
+            let (a, b) = (
+                a.as_primitive::<Float64Type>(),
+                b.as_primitive::<Float64Type>(),
+            );
+            let mut out: Vec<f64> = a
+                .values()
+                .iter()
+                .zip(b.values())
+                .map(|(&x, &y)| discrepancy(x, y))
+                .collect();
             zero_nulls(&mut out, a.nulls());
             zero_nulls(&mut out, b.nulls());
             out.into()
@@ -183,7 +194,12 @@ fn float_kernel(amount: &ColumnarValue, posted: &ColumnarValue, rows: usize) -> 
 /// Sets the slots that are NULL in `nulls` to the seed's 0.0.
 pub(crate) fn zero_nulls(out: &mut [f64], nulls: Option<&datafusion::arrow::buffer::NullBuffer>) {
     if let Some(nulls) = nulls.filter(|n| n.null_count() > 0) {
-        for i in nulls.iter().enumerate().filter(|(_, valid)| !valid).map(|(i, _)| i) {
+        for i in nulls
+            .iter()
+            .enumerate()
+            .filter(|(_, valid)| !valid)
+            .map(|(i, _)| i)
+        {
             out[i] = 0.0;
         }
     }
@@ -236,7 +252,8 @@ fn decimal_kernel(
             None => return overflow(),
         }
     }
-    let array = Decimal128Array::new(out.into(), None).with_precision_and_scale(precision, scale)?;
+    let array =
+        Decimal128Array::new(out.into(), None).with_precision_and_scale(precision, scale)?;
     Ok(Arc::new(array))
 }
 
@@ -250,7 +267,13 @@ mod tests {
     fn arrays_with_nulls() {
         let udf = CalcDiscrepancy::new();
         let a = f64_array(&[Some(100.0), None, Some(1.0), Some(f64::INFINITY), Some(0.0)]);
-        let b = f64_array(&[Some(99.555), Some(5.0), None, Some(f64::INFINITY), Some(2.675)]);
+        let b = f64_array(&[
+            Some(99.555),
+            Some(5.0),
+            None,
+            Some(f64::INFINITY),
+            Some(2.675),
+        ]);
         let out = eval(&udf, vec![a, b], 5);
         let got = f64s(&out);
         assert_eq!(got[0].to_bits(), (-0.44f64).to_bits());
@@ -284,7 +307,9 @@ mod tests {
         let b = Decimal128Array::from(vec![Some(99555), Some(1125), Some(1), Some(-10)])
             .with_precision_and_scale(10, 3)
             .unwrap();
-        let ret = udf.return_type(&[a.data_type().clone(), b.data_type().clone()]).unwrap();
+        let ret = udf
+            .return_type(&[a.data_type().clone(), b.data_type().clone()])
+            .unwrap();
         assert_eq!(ret, DataType::Decimal128(11, 2));
         let out = crate::test_util::eval_arrays(&udf, vec![Arc::new(a), Arc::new(b)]);
         let out = out.as_primitive::<Decimal128Type>();
@@ -297,10 +322,16 @@ mod tests {
     fn planning_errors() {
         let udf = CalcDiscrepancy::new();
         assert!(udf.coerce_types(&[DataType::Float64]).is_err());
-        let err = udf.coerce_types(&[DataType::Utf8, DataType::Float64]).unwrap_err();
-        assert!(err.to_string().contains("`amount` must be numeric"), "{err}");
+        let err = udf
+            .coerce_types(&[DataType::Utf8, DataType::Float64])
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("`amount` must be numeric"),
+            "{err}"
+        );
         assert_eq!(
-            udf.coerce_types(&[DataType::Int32, DataType::Decimal128(10, 2)]).unwrap(),
+            udf.coerce_types(&[DataType::Int32, DataType::Decimal128(10, 2)])
+                .unwrap(),
             vec![DataType::Float64, DataType::Float64]
         );
     }

@@ -134,7 +134,10 @@ impl ScalarUDFImpl for DeriveStatus {
         Ok(DataType::Utf8)
     }
 
-    fn return_field_from_args(&self, _args: ReturnFieldArgs) -> Result<datafusion::arrow::datatypes::FieldRef> {
+    fn return_field_from_args(
+        &self,
+        _args: ReturnFieldArgs,
+    ) -> Result<datafusion::arrow::datatypes::FieldRef> {
         Ok(non_null_field(NAME, DataType::Utf8))
     }
 
@@ -167,12 +170,42 @@ mod tests {
     #[test]
     fn every_branch() {
         let f = DeriveStatus::new(&Rules::default());
-        let cur = str_array(&[Some("APPROVED"), None, Some(""), Some("REFUNDED"), None, Some("PENDING"), None, Some("X"), None]);
-        let bank = str_array(&[None, Some(""), Some("matched"), Some("MATCHED"), Some("Matched"), Some("unmatched"), Some("weird"), Some("weird"), Some("UNMATCHED")]);
+        let cur = str_array(&[
+            Some("APPROVED"),
+            None,
+            Some(""),
+            Some("REFUNDED"),
+            None,
+            Some("PENDING"),
+            None,
+            Some("X"),
+            None,
+        ]);
+        let bank = str_array(&[
+            None,
+            Some(""),
+            Some("matched"),
+            Some("MATCHED"),
+            Some("Matched"),
+            Some("unmatched"),
+            Some("weird"),
+            Some("weird"),
+            Some("UNMATCHED"),
+        ]);
         let out = eval(&f, vec![cur, bank], 9);
         assert_eq!(
             strs(&out),
-            ["APPROVED", "UNKNOWN", "MATCHED", "REFUNDED", "MATCHED", "DISCREPANCY", "weird", "X", "DISCREPANCY"]
+            [
+                "APPROVED",
+                "UNKNOWN",
+                "MATCHED",
+                "REFUNDED",
+                "MATCHED",
+                "DISCREPANCY",
+                "weird",
+                "X",
+                "DISCREPANCY"
+            ]
         );
     }
 
@@ -182,7 +215,11 @@ mod tests {
         let cur: ArrayRef = Arc::new(LargeStringArray::from(vec![None::<&str>, None]));
         // U+0131 (dotless i) and U+017F (long s) are not in MATCHED; "ﬁ" upper-cases to "FI".
         let bank: ArrayRef = Arc::new(StringViewArray::from(vec![Some("unmatcheď"), Some("ﬁ")]));
-        let out = eval(&f, vec![ColumnarValue::Array(cur), ColumnarValue::Array(bank)], 2);
+        let out = eval(
+            &f,
+            vec![ColumnarValue::Array(cur), ColumnarValue::Array(bank)],
+            2,
+        );
         assert_eq!(strs(&out), ["unmatcheď", "ﬁ"]);
         let s = ColumnarValue::Scalar(ScalarValue::Utf8(Some("APPROVED".into())));
         let b = ColumnarValue::Scalar(ScalarValue::LargeUtf8(Some("MATCHED".into())));
@@ -193,6 +230,9 @@ mod tests {
     fn planning_errors() {
         let f = DeriveStatus::new(&Rules::default());
         assert!(f.coerce_types(&[DataType::Utf8, DataType::Int8]).is_err());
-        assert!(f.coerce_types(&[DataType::Utf8, DataType::Utf8, DataType::Utf8]).is_err());
+        assert!(
+            f.coerce_types(&[DataType::Utf8, DataType::Utf8, DataType::Utf8])
+                .is_err()
+        );
     }
 }

@@ -10,7 +10,11 @@
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array, ListArray, StringArray, StringBuilder};
+use memchr::memmem::Finder;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, ListArray, StringArray, StringBuilder,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type};
 use datafusion::common::{Result, exec_err, plan_err};
 use datafusion::logical_expr::{
@@ -34,6 +38,9 @@ pub struct FlagCompliance {
     high_risk_words: Vec<String>,
     kyc_words: Vec<String>,
     labels: [String; 3],
+    /// Prebuilt substring searchers for the two word lists (derived from the words).
+    high_risk_finders: Vec<Finder<'static>>,
+    kyc_finders: Vec<Finder<'static>>,
 }
 
 impl PartialEq for FlagCompliance {
@@ -67,12 +74,23 @@ enum Risk {
 impl FlagCompliance {
     /// Creates the function with the given rules (words are compared upper-cased).
     pub fn new(rules: &Rules) -> Self {
-        let upper = |words: &[String]| words.iter().map(|w| w.to_uppercase()).collect();
+        let upper =
+            |words: &[String]| -> Vec<String> { words.iter().map(|w| w.to_uppercase()).collect() };
+        let finders = |words: &[String]| {
+            words
+                .iter()
+                .map(|w| Finder::new(w.as_bytes()).into_owned())
+                .collect()
+        };
+        let high_risk_words = upper(&rules.high_risk_words);
+        let kyc_words = upper(&rules.kyc_words);
         Self {
             signature: Signature::user_defined(Volatility::Immutable),
             threshold: rules.risk_threshold,
-            high_risk_words: upper(&rules.high_risk_words),
-            kyc_words: upper(&rules.kyc_words),
+            high_risk_finders: finders(&high_risk_words),
+            kyc_finders: finders(&kyc_words),
+            high_risk_words,
+            kyc_words,
             labels: [
                 rules.labels.high_risk.clone(),
                 rules.labels.requires_kyc.clone(),
@@ -97,11 +115,15 @@ impl FlagCompliance {
             if piece.is_empty() {
                 continue;
             }
-            let upper = upper_into(piece, buf);
-            if self.high_risk_words.iter().any(|w| upper.contains(w.as_str())) {
+            let upper = upper_into(piece, buf).as_bytes();
+            if self
+                .high_risk_finders
+                .iter()
+                .any(|f| f.find(upper).is_some())
+            {
                 return Risk::High;
             }
-            kyc = kyc || self.kyc_words.iter().any(|w| upper.contains(w.as_str()));
+            kyc = kyc || self.kyc_finders.iter().any(|f| f.find(upper).is_some());
         }
         if kyc { Risk::Kyc } else { Risk::Ok }
     }
@@ -117,7 +139,12 @@ impl FlagCompliance {
         Arc::new(out.finish())
     }
 
-    fn run_flags<S: Scores>(&self, scores: S, flags: &ColumnarValue, rows: usize) -> Result<ArrayRef> {
+    fn run_flags<S: Scores>(
+        &self,
+        scores: S,
+        flags: &ColumnarValue,
+        rows: usize,
+    ) -> Result<ArrayRef> {
         let list_of = |t: &DataType| matches!(t, DataType::List(_));
         match flags {
             ColumnarValue::Array(a) if list_of(a.data_type()) => {
@@ -140,7 +167,11 @@ trait Scores {
 impl Scores for &Float64Array {
     #[inline]
     fn get(&self, row: usize) -> Option<f64> {
-        if self.is_null(row) { None } else { Some(self.value(row)) }
+        if self.is_null(row) {
+            None
+        } else {
+            Some(self.value(row))
+        }
     }
 }
 
@@ -173,7 +204,11 @@ struct ListFlags<'a> {
 impl<'a> ListFlags<'a> {
     fn new(list: &'a ListArray, constant: bool) -> Result<Self> {
         match list.values().as_string_opt::<i32>() {
-            Some(values) => Ok(Self { list, values, constant }),
+            Some(values) => Ok(Self {
+                list,
+                values,
+                constant,
+            }),
             None => exec_err!("{NAME}: policy_flags list must hold Utf8 values"),
         }
     }
@@ -229,7 +264,9 @@ impl ScalarUDFImpl for FlagCompliance {
                 DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
             }
             t => crate::args::coerce_string(NAME, ARGS[1], t).or_else(|_| {
-                plan_err!("{NAME}: argument `policy_flags` must be a string or a list of strings, got {t}")
+                plan_err!(
+                    "{NAME}: argument `policy_flags` must be a string or a list of strings, got {t}"
+                )
             })?,
         };
         Ok(vec![score, flags])
@@ -239,7 +276,10 @@ impl ScalarUDFImpl for FlagCompliance {
         Ok(DataType::Utf8)
     }
 
-    fn return_field_from_args(&self, _args: ReturnFieldArgs) -> Result<datafusion::arrow::datatypes::FieldRef> {
+    fn return_field_from_args(
+        &self,
+        _args: ReturnFieldArgs,
+    ) -> Result<datafusion::arrow::datatypes::FieldRef> {
         Ok(non_null_field(NAME, DataType::Utf8))
     }
 
@@ -253,7 +293,9 @@ impl ScalarUDFImpl for FlagCompliance {
             (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_))
         );
         let result = match score {
-            ColumnarValue::Array(a) => self.run_flags(a.as_primitive::<Float64Type>(), flags, rows)?,
+            ColumnarValue::Array(a) => {
+                self.run_flags(a.as_primitive::<Float64Type>(), flags, rows)?
+            }
             ColumnarValue::Scalar(s) => self.run_flags(scalar_f64(s)?, flags, rows)?,
         };
         finish(result, all_scalar)
@@ -277,10 +319,37 @@ mod tests {
 
     #[test]
     fn every_branch() {
-        let scores = f64_array(&[Some(0.9), Some(0.8), None, Some(0.1), Some(f64::NAN), Some(0.5), Some(0.2)]);
-        let flags = str_array(&[None, Some("AML"), Some("kyc"), Some("x,blacklist"), Some(""), Some("Straße,KYC"), Some("blacklıst")]);
+        let scores = f64_array(&[
+            Some(0.9),
+            Some(0.8),
+            None,
+            Some(0.1),
+            Some(f64::NAN),
+            Some(0.5),
+            Some(0.2),
+        ]);
+        let flags = str_array(&[
+            None,
+            Some("AML"),
+            Some("kyc"),
+            Some("x,blacklist"),
+            Some(""),
+            Some("Straße,KYC"),
+            Some("blacklıst"),
+        ]);
         let out = eval(&udf(), vec![scores, flags], 7);
-        assert_eq!(strs(&out), ["HIGH_RISK", "OK", "REQUIRES_KYC", "HIGH_RISK", "OK", "REQUIRES_KYC", "HIGH_RISK"]);
+        assert_eq!(
+            strs(&out),
+            [
+                "HIGH_RISK",
+                "OK",
+                "REQUIRES_KYC",
+                "HIGH_RISK",
+                "OK",
+                "REQUIRES_KYC",
+                "HIGH_RISK"
+            ]
+        );
     }
 
     #[test]
@@ -315,18 +384,29 @@ mod tests {
 
     #[test]
     fn configured_rules() {
-        let mut rules = Rules::default();
-        rules.risk_threshold = 0.5;
-        rules.kyc_words = vec!["aml".into()];
+        let mut rules = Rules {
+            risk_threshold: 0.5,
+            kyc_words: vec!["aml".into()],
+            ..Rules::default()
+        };
         rules.labels.ok = "FINE".into();
         let f = FlagCompliance::new(&rules);
-        let out = eval(&f, vec![f64_array(&[Some(0.6), Some(0.1), Some(0.1)]), str_array(&[None, Some("AML"), Some("kyc")])], 3);
+        let out = eval(
+            &f,
+            vec![
+                f64_array(&[Some(0.6), Some(0.1), Some(0.1)]),
+                str_array(&[None, Some("AML"), Some("kyc")]),
+            ],
+            3,
+        );
         assert_eq!(strs(&out), ["HIGH_RISK", "REQUIRES_KYC", "FINE"]);
     }
 
     #[test]
     fn planning_errors() {
-        let err = udf().coerce_types(&[DataType::Float64, DataType::Int64]).unwrap_err();
+        let err = udf()
+            .coerce_types(&[DataType::Float64, DataType::Int64])
+            .unwrap_err();
         assert!(err.to_string().contains("policy_flags"), "{err}");
         assert!(udf().coerce_types(&[DataType::Float64]).is_err());
     }

@@ -83,13 +83,20 @@ impl KpiCalculation {
         }
     }
 
-    fn run<S: StrSource>(&self, merchants: S, values: &ColumnarValue, rows: usize) -> Result<ArrayRef> {
+    fn run<S: StrSource>(
+        &self,
+        merchants: S,
+        values: &ColumnarValue,
+        rows: usize,
+    ) -> Result<ArrayRef> {
         let out: Vec<f64> = match values {
             ColumnarValue::Array(a) => {
                 let a: &Float64Array = a.as_primitive::<Float64Type>();
                 let raw = a.values();
                 match a.nulls().filter(|n| n.null_count() > 0) {
-                    None => (0..rows).map(|i| self.kpi(merchants.get(i), Some(raw[i]))).collect(),
+                    None => (0..rows)
+                        .map(|i| self.kpi(merchants.get(i), Some(raw[i])))
+                        .collect(),
                     Some(nulls) => (0..rows)
                         .map(|i| self.kpi(merchants.get(i), nulls.is_valid(i).then(|| raw[i])))
                         .collect(),
@@ -104,8 +111,9 @@ impl KpiCalculation {
     }
 }
 
-static DOC: LazyLock<Documentation> = LazyLock::new(|| {
-    Documentation::builder(
+static DOC: LazyLock<Documentation> =
+    LazyLock::new(|| {
+        Documentation::builder(
         crate::DOC_SECTION,
         "Merchant KPI from a daily value: with the default rules, merchants whose id starts with \
          'MCH-A' get round(daily_value * 1.1, 2), all others round(daily_value, 2) (Python's \
@@ -118,7 +126,7 @@ static DOC: LazyLock<Documentation> = LazyLock::new(|| {
     .with_argument("daily_value", "The merchant's daily value (e.g. sum of amounts), numeric.")
     .with_related_udf("calc_discrepancy")
     .build()
-});
+    });
 
 impl ScalarUDFImpl for KpiCalculation {
     fn name(&self) -> &str {
@@ -141,7 +149,10 @@ impl ScalarUDFImpl for KpiCalculation {
         Ok(DataType::Float64)
     }
 
-    fn return_field_from_args(&self, _args: ReturnFieldArgs) -> Result<datafusion::arrow::datatypes::FieldRef> {
+    fn return_field_from_args(
+        &self,
+        _args: ReturnFieldArgs,
+    ) -> Result<datafusion::arrow::datatypes::FieldRef> {
         Ok(non_null_field(NAME, DataType::Float64))
     }
 
@@ -174,8 +185,22 @@ mod tests {
     #[test]
     fn seed_rule() {
         let f = KpiCalculation::new(&Rules::default());
-        let m = str_array(&[Some("MCH-A001"), Some("MCH-B001"), None, Some("MCH-A9"), Some(""), Some("mch-a1")]);
-        let v = f64_array(&[Some(100.0), Some(2.675), Some(3.0), None, Some(1.005), Some(10.0)]);
+        let m = str_array(&[
+            Some("MCH-A001"),
+            Some("MCH-B001"),
+            None,
+            Some("MCH-A9"),
+            Some(""),
+            Some("mch-a1"),
+        ]);
+        let v = f64_array(&[
+            Some(100.0),
+            Some(2.675),
+            Some(3.0),
+            None,
+            Some(1.005),
+            Some(10.0),
+        ]);
         let out = f64s(&eval(&f, vec![m, v], 6));
         assert_eq!(out, vec![110.0, 2.67, 3.0, 0.0, 1.0, 10.0]);
     }
@@ -184,15 +209,24 @@ mod tests {
     fn scalars_views_and_rules() {
         let rules = Rules {
             kpi_multipliers: vec![
-                KpiMultiplier { prefix: "X".into(), multiplier: 2.0 },
-                KpiMultiplier { prefix: "XY".into(), multiplier: 3.0 },
+                KpiMultiplier {
+                    prefix: "X".into(),
+                    multiplier: 2.0,
+                },
+                KpiMultiplier {
+                    prefix: "XY".into(),
+                    multiplier: 3.0,
+                },
             ],
             ..Rules::default()
         };
         let f = KpiCalculation::new(&rules);
         let m: ArrayRef = Arc::new(StringViewArray::from(vec![Some("XY1"), Some("Z")]));
         let v = ColumnarValue::Scalar(ScalarValue::Float64(Some(1.25)));
-        assert_eq!(f64s(&eval(&f, vec![ColumnarValue::Array(m), v], 2)), vec![2.5, 1.25]);
+        assert_eq!(
+            f64s(&eval(&f, vec![ColumnarValue::Array(m), v], 2)),
+            vec![2.5, 1.25]
+        );
         let m = ColumnarValue::Scalar(ScalarValue::Utf8(Some("X".into())));
         let v = ColumnarValue::Scalar(ScalarValue::Float64(None));
         assert_eq!(f64s(&eval(&f, vec![m, v], 1)), vec![0.0]);

@@ -114,7 +114,10 @@ impl ScalarUDFImpl for MaskSensitive {
         Ok(DataType::Utf8)
     }
 
-    fn return_field_from_args(&self, _args: ReturnFieldArgs) -> Result<datafusion::arrow::datatypes::FieldRef> {
+    fn return_field_from_args(
+        &self,
+        _args: ReturnFieldArgs,
+    ) -> Result<datafusion::arrow::datatypes::FieldRef> {
         Ok(non_null_field(NAME, DataType::Utf8))
     }
 
@@ -146,25 +149,49 @@ mod tests {
     #[test]
     fn seed_examples_and_edges() {
         let f = MaskSensitive::new(&Rules::default());
-        let input = str_array(&[Some("USR-1234"), None, Some(""), Some("A"), Some("AB"), Some("ABC"), Some("żółw🦀x"), Some("é")]);
+        let input = str_array(&[
+            Some("USR-1234"),
+            None,
+            Some(""),
+            Some("A"),
+            Some("AB"),
+            Some("ABC"),
+            Some("żółw🦀x"),
+            Some("é"),
+        ]);
         let out = eval(&f, vec![input], 8);
-        assert_eq!(strs(&out), ["US******", "", "", "A", "AB", "AB*", "żó****", "é"]);
+        assert_eq!(
+            strs(&out),
+            ["US******", "", "", "A", "AB", "AB*", "żó****", "é"]
+        );
     }
 
     #[test]
     fn string_types_and_scalar() {
         let f = MaskSensitive::new(&Rules::default());
         let large: ArrayRef = Arc::new(LargeStringArray::from(vec![Some("abcd"), None]));
-        assert_eq!(strs(&eval(&f, vec![ColumnarValue::Array(large)], 2)), ["ab**", ""]);
-        let view: ArrayRef = Arc::new(StringViewArray::from(vec![Some("a-very-long-user-identifier-0001")]));
-        assert_eq!(strs(&eval(&f, vec![ColumnarValue::Array(view)], 1)), [format!("a-{}", "*".repeat(30))]);
+        assert_eq!(
+            strs(&eval(&f, vec![ColumnarValue::Array(large)], 2)),
+            ["ab**", ""]
+        );
+        let view: ArrayRef = Arc::new(StringViewArray::from(vec![Some(
+            "a-very-long-user-identifier-0001",
+        )]));
+        assert_eq!(
+            strs(&eval(&f, vec![ColumnarValue::Array(view)], 1)),
+            [format!("a-{}", "*".repeat(30))]
+        );
         let s = ColumnarValue::Scalar(ScalarValue::Utf8View(Some("xyz".into())));
         assert_eq!(strs(&eval(&f, vec![s], 1)), ["xy*"]);
     }
 
     #[test]
     fn configured_mask_and_long_runs() {
-        let rules = Rules { mask_keep: 0, mask_char: '•', ..Rules::default() };
+        let rules = Rules {
+            mask_keep: 0,
+            mask_char: '•',
+            ..Rules::default()
+        };
         let f = MaskSensitive::new(&rules);
         let long = "x".repeat(200);
         let out = eval(&f, vec![str_array(&[Some(&long), Some("ab")])], 2);

@@ -17,7 +17,9 @@ pub(crate) fn non_null_field(name: &str, data_type: DataType) -> FieldRef {
 /// Wraps a kernel's result: a scalar when every argument was a scalar.
 pub(crate) fn finish(result: ArrayRef, all_scalar: bool) -> Result<ColumnarValue> {
     if all_scalar {
-        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?))
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+            &result, 0,
+        )?))
     } else {
         Ok(ColumnarValue::Array(result))
     }

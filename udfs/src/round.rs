@@ -139,7 +139,10 @@ mod tests {
     #[test]
     fn large_values_use_the_exact_path() {
         // 2^52/100 <= x < 2^52: x has fractional bits but x*100 has no halves.
-        assert!(same(py_round2(123_456_789_012_345.67), 123_456_789_012_345.67));
+        assert!(same(
+            py_round2(123_456_789_012_345.67),
+            123_456_789_012_345.67
+        ));
         assert!(same(py_round2(1e14 + 0.015625), 1e14 + 0.015625));
         assert!(same(py_round2(1e15 + 0.125), 1e15 + 0.125));
         assert!(same(py_round2(-(1e15 + 0.125)), -(1e15 + 0.125)));

@@ -182,8 +182,10 @@ mod tests {
         let mut r = Rules::default();
         r.kyc_words.push(String::new());
         assert!(r.validate().is_err());
-        let mut r = Rules::default();
-        r.high_risk_words = vec!["A,B".into()];
+        let r = Rules {
+            high_risk_words: vec!["A,B".into()],
+            ..Rules::default()
+        };
         assert!(r.validate().is_err());
         let mut r = Rules::default();
         r.kpi_multipliers[0].multiplier = f64::INFINITY;

@@ -40,7 +40,11 @@ pub(crate) fn eval(udf: &dyn ScalarUDFImpl, args: Vec<ColumnarValue>, rows: usiz
 
 pub(crate) fn eval_arrays(udf: &dyn ScalarUDFImpl, arrays: Vec<ArrayRef>) -> ArrayRef {
     let rows = arrays[0].len();
-    eval(udf, arrays.into_iter().map(ColumnarValue::Array).collect(), rows)
+    eval(
+        udf,
+        arrays.into_iter().map(ColumnarValue::Array).collect(),
+        rows,
+    )
 }
 
 pub(crate) fn f64_array(values: &[Option<f64>]) -> ColumnarValue {
@@ -57,5 +61,9 @@ pub(crate) fn f64s(array: &ArrayRef) -> Vec<f64> {
 
 pub(crate) fn strs(array: &ArrayRef) -> Vec<String> {
     assert_eq!(array.null_count(), 0);
-    array.as_string::<i32>().iter().map(|s| s.unwrap_or_default().to_owned()).collect()
+    array
+        .as_string::<i32>()
+        .iter()
+        .map(|s| s.unwrap_or_default().to_owned())
+        .collect()
 }

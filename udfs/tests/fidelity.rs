@@ -7,6 +7,8 @@
 //! (for string arguments: as Utf8, LargeUtf8 and Utf8View) and compares every
 //! row, floats by their bits.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -50,12 +52,16 @@ struct Cases {
 }
 
 fn float_of(v: &Value) -> Option<f64> {
-    v.as_str().map(|h| f64::from_bits(u64::from_str_radix(h, 16).expect("hex float")))
+    v.as_str()
+        .map(|h| f64::from_bits(u64::from_str_radix(h, 16).expect("hex float")))
 }
 
 fn load(function: &str, kinds: &[Kind]) -> Cases {
     let text = std::fs::read_to_string(generated().join(format!("{function}.jsonl"))).unwrap();
-    let rows: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert!(rows.len() >= ROWS, "{function}: only {} cases", rows.len());
     let columns = kinds
         .iter()
@@ -63,7 +69,11 @@ fn load(function: &str, kinds: &[Kind]) -> Cases {
         .map(|(i, kind)| -> ArrayRef {
             let arg = |r: &Value| r["args"][i].clone();
             match kind {
-                Kind::Float => Arc::new(rows.iter().map(|r| float_of(&arg(r))).collect::<Float64Array>()),
+                Kind::Float => Arc::new(
+                    rows.iter()
+                        .map(|r| float_of(&arg(r)))
+                        .collect::<Float64Array>(),
+                ),
                 Kind::Text => Arc::new(
                     rows.iter()
                         .map(|r| arg(r).as_str().map(str::to_owned))
@@ -97,9 +107,18 @@ async fn run(cases: &Cases, sql_call: &str) -> ArrayRef {
         .collect();
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
     recon_udfs::register_all(&ctx, &recon_udfs::Rules::default());
-    ctx.register_table("t", Arc::new(MemTable::try_new(schema, vec![batches]).unwrap()))
+    ctx.register_table(
+        "t",
+        Arc::new(MemTable::try_new(schema, vec![batches]).unwrap()),
+    )
+    .unwrap();
+    let out = ctx
+        .sql(&format!("SELECT {sql_call} FROM t"))
+        .await
+        .unwrap()
+        .collect()
+        .await
         .unwrap();
-    let out = ctx.sql(&format!("SELECT {sql_call} FROM t")).await.unwrap().collect().await.unwrap();
     let arrays: Vec<ArrayRef> = out.iter().map(|b| b.column(0).clone()).collect();
     let refs: Vec<&dyn Array> = arrays.iter().map(|a| a.as_ref()).collect();
     datafusion::arrow::compute::concat(&refs).unwrap()
@@ -176,7 +195,10 @@ async fn mask_sensitive_matches_cpython() {
 #[tokio::test]
 async fn derive_status_matches_cpython() {
     let cases = load("derive_status", &[Kind::Text, Kind::Text]);
-    for (cur, bank) in string_forms("a").into_iter().zip(string_forms("b").into_iter().rev()) {
+    for (cur, bank) in string_forms("a")
+        .into_iter()
+        .zip(string_forms("b").into_iter().rev())
+    {
         let call = format!("derive_status({cur}, {bank})");
         compare("derive_status", &call, &run(&cases, &call).await, &cases);
     }

@@ -24,7 +24,11 @@ fn slt_files() -> Vec<PathBuf> {
 }
 
 fn session() -> SessionContext {
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2).with_information_schema(true));
+    let ctx = SessionContext::new_with_config(
+        SessionConfig::new()
+            .with_target_partitions(2)
+            .with_information_schema(true),
+    );
     recon_udfs::register_all(&ctx, &recon_udfs::Rules::default());
     ctx
 }
@@ -53,7 +57,13 @@ async fn main() {
         let mut runner = runner(path);
         let result = if complete {
             runner
-                .update_test_file(path, " ", df_value_validator, value_normalizer, strict_column_validator)
+                .update_test_file(
+                    path,
+                    " ",
+                    df_value_validator,
+                    value_normalizer,
+                    strict_column_validator,
+                )
                 .await
                 .map_err(|e| e.to_string())
         } else {
@@ -67,7 +77,11 @@ async fn main() {
             }
         }
     }
-    println!("{} passed, {} failed", files.len() - failures.len(), failures.len());
+    println!(
+        "{} passed, {} failed",
+        files.len() - failures.len(),
+        failures.len()
+    );
     if !failures.is_empty() {
         std::process::exit(1);
     }

@@ -23,5 +23,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-echo "== cargo test (unit, sqllogictest, CPython fidelity; benches run once as smoke tests)"
-cargo test --workspace --all-targets
+echo "== benches, each case run once as a smoke test"
+cargo test --workspace --benches
+echo "== cargo test (unit, sqllogictest, CPython fidelity, doc tests)"
+cargo test --workspace

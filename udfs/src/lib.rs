@@ -60,6 +60,24 @@ pub fn all_functions(rules: &Rules) -> Vec<ScalarUDF> {
 /// Registers the five functions, configured with `rules`, in `ctx`.
 ///
 /// Rules are used as given; call [`Rules::validate`] first to reject meaningless ones.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> datafusion::common::Result<()> {
+/// use datafusion::prelude::SessionContext;
+///
+/// let ctx = SessionContext::new();
+/// recon_udfs::register_all(&ctx, &recon_udfs::Rules::default());
+/// let rows = ctx
+///     .sql("SELECT calc_discrepancy(0.0, 2.675) AS d, mask_sensitive('USR-1234') AS m")
+///     .await?
+///     .collect()
+///     .await?;
+/// let text = datafusion::arrow::util::pretty::pretty_format_batches(&rows)?.to_string();
+/// assert!(text.contains("| 2.67 | US****** |"), "{text}");
+/// # Ok(())
+/// # }
+/// ```
 pub fn register_all(ctx: &SessionContext, rules: &Rules) {
     for udf in all_functions(rules) {
         ctx.register_udf(udf);

@@ -22,12 +22,20 @@ use serde_json::Value;
 const ROWS: usize = 100_000;
 const BATCH: usize = 8192;
 
+/// The crate's folder, read at run time: a build reused from another checkout
+/// must still read this checkout's files.
+fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// Runs the Python generator once per test binary and returns its output folder.
 fn generated() -> &'static Path {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
-        let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fidelity");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fidelity");
+        let here = manifest_dir().join("tests/fidelity");
+        let out = std::env::temp_dir().join(format!("recon-fidelity-{}", std::process::id()));
         let status = Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
             .arg(here.join("generate.py"))
             .arg(&out)
@@ -83,6 +91,8 @@ fn load(function: &str, kinds: &[Kind]) -> Cases {
         })
         .collect();
     let expected = rows.into_iter().map(|mut r| r["out"].take()).collect();
+    // The file is read once per function; drop it to leave /tmp clean.
+    let _ = std::fs::remove_file(generated().join(format!("{function}.jsonl")));
     Cases { columns, expected }
 }
 

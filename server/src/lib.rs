@@ -2,12 +2,25 @@
 //!
 //! The `recon` server: configuration, catalog, Kafka ingest, batch tables, index
 //! views and their materialisation, the Flight SQL service, the HTTP API and
-//! metrics (DESIGN §1). Today it holds the piece every later part shares: the
-//! DataFusion session with the five reconciliation functions registered.
-//! The Flight SQL server, ingest and indexes arrive with their issues.
+//! metrics (DESIGN §1). Kafka ingest and the indexes arrive with their issues.
+//!
+//! - [`config`]: defaults → TOML file → `RECON_*` env → flags.
+//! - [`warehouse`]: the object-store root every table lives under.
+//! - [`tables`]: the batch tables' contract schemas and listing tables.
+//! - [`flight`]: the Arrow Flight SQL service.
+//! - [`serve`]: `recon serve` — start, run, shut down.
 
+pub mod config;
+pub mod flight;
+pub mod serve;
+pub mod tables;
+pub mod warehouse;
+
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use recon_udfs::{InvalidRules, Rules};
+
+use crate::warehouse::Warehouse;
 
 /// A DataFusion session for recon: catalog `recon`, schema `public`, the
 /// information schema on (SHOW FUNCTIONS, SHOW TABLES), and the five functions
@@ -19,6 +32,29 @@ pub fn session_context(rules: &Rules) -> Result<SessionContext, InvalidRules> {
         .with_information_schema(true);
     let ctx = SessionContext::new_with_config(config);
     recon_udfs::register_all(&ctx, rules);
+    Ok(ctx)
+}
+
+/// The server's session: [`session_context`]'s functions, plus the warehouse's
+/// object store and the batch tables. File listings are not cached, so files
+/// that arrive are seen by the next query.
+pub fn catalog_context(
+    rules: &Rules,
+    warehouse: &Warehouse,
+) -> datafusion::error::Result<SessionContext> {
+    rules
+        .validate()
+        .map_err(|e| datafusion::error::DataFusionError::Configuration(e.to_string()))?;
+    let runtime = RuntimeEnvBuilder::new()
+        .with_object_list_cache_limit(0)
+        .build_arc()?;
+    warehouse.register(&runtime);
+    let config = SessionConfig::new()
+        .with_default_catalog_and_schema("recon", "public")
+        .with_information_schema(true);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    recon_udfs::register_all(&ctx, rules);
+    tables::register_batch_tables(&ctx, warehouse)?;
     Ok(ctx)
 }
 

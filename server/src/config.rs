@@ -1,0 +1,465 @@
+//! Server configuration: built-in defaults, then a TOML file, then `RECON_*`
+//! environment variables, then command-line flags (each later layer wins).
+//!
+//! The file mirrors [`Config`] (unknown keys are rejected, so a typo is an error
+//! rather than a silent default). Every key is also a flag and an env var, see
+//! [`ConfigArgs`]; `recon print-config` shows the effective result.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use recon_udfs::{InvalidRules, KpiMultiplier, Rules};
+use serde::{Deserialize, Serialize};
+
+/// The effective configuration of one `recon` server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Warehouse root: an `object_store` URL (`file:///abs/path`, `s3://bucket/prefix`)
+    /// or a plain local path.
+    pub warehouse: String,
+    /// Address of the Arrow Flight SQL (gRPC) endpoint.
+    pub flight_addr: SocketAddr,
+    /// Address of the HTTP endpoint (ML signals API, health, metrics).
+    pub http_addr: SocketAddr,
+    /// Flight SQL authentication (off unless a user is set).
+    pub auth: Auth,
+    /// Per-query and server-wide query limits.
+    pub limits: Limits,
+    /// TLS for the Flight SQL endpoint (on when both files are set).
+    pub tls: Tls,
+    /// Business rules of the five reconciliation functions.
+    pub rules: Rules,
+}
+
+/// Flight SQL authentication: Basic user/password in the handshake, then a
+/// Bearer token on every call. Off when `user` is unset, which is only allowed
+/// while `flight_addr` is a loopback address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// The one user name clients log in with; unset = no authentication.
+    pub user: Option<String>,
+    /// That user's password.
+    pub password: Option<String>,
+    /// How long a Bearer token stays valid, in seconds.
+    pub token_ttl_secs: u64,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            user: None,
+            password: None,
+            token_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+/// Query limits. A zero means "no limit" for memory and timeout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Memory one query may hold (hash tables, sorts), in MiB; 0 = unlimited.
+    pub query_memory_mb: u64,
+    /// Wall time one query may run, in seconds; 0 = unlimited.
+    pub query_timeout_secs: u64,
+    /// Queries running at once; more are refused with ResourceExhausted.
+    pub max_concurrent_queries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            query_memory_mb: 4096,
+            query_timeout_secs: 600,
+            max_concurrent_queries: 32,
+        }
+    }
+}
+
+/// TLS certificate and key (PEM files) for the Flight SQL endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// Certificate chain, PEM.
+    pub cert: Option<PathBuf>,
+    /// Private key, PEM.
+    pub key: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            warehouse: "./recon-data".to_owned(),
+            flight_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            auth: Auth::default(),
+            limits: Limits::default(),
+            tls: Tls::default(),
+            rules: Rules::default(),
+        }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file named by `--config`.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for [`Config`].
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file named by `--config`.
+        path: PathBuf,
+        /// The parser's message, naming the key and position.
+        message: String,
+    },
+    /// A `--kpi-multipliers` entry is not `PREFIX=NUMBER`.
+    #[error("invalid --kpi-multipliers entry {0:?}: expected PREFIX=NUMBER")]
+    KpiMultiplier(String),
+    /// Listening beyond loopback needs a user and password.
+    #[error(
+        "flight_addr {0} is not a loopback address: set auth.user and auth.password (--auth-user/--auth-password)"
+    )]
+    AuthRequired(SocketAddr),
+    /// A user without a password, or the other way round.
+    #[error("auth.user and auth.password must be set together")]
+    AuthIncomplete,
+    /// Only one of the TLS files is set.
+    #[error("tls.cert and tls.key must be set together")]
+    TlsIncomplete,
+    /// `max_concurrent_queries` is zero.
+    #[error("limits.max_concurrent_queries must be at least 1")]
+    NoQueries,
+    /// The rules make no sense (see [`Rules::validate`]).
+    #[error(transparent)]
+    Rules(#[from] InvalidRules),
+}
+
+/// Configuration flags, each also readable from a `RECON_*` environment variable.
+/// Unset flags leave the file's (or the default) value alone.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArgs {
+    /// TOML config file (keys as in `recon print-config`).
+    #[arg(long, env = "RECON_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Warehouse root URL or path [default: ./recon-data].
+    #[arg(long, env = "RECON_WAREHOUSE", value_name = "URL")]
+    pub warehouse: Option<String>,
+    /// Flight SQL listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "RECON_FLIGHT_ADDR", value_name = "ADDR")]
+    pub flight_addr: Option<SocketAddr>,
+    /// HTTP listen address [default: 127.0.0.1:8080].
+    #[arg(long, env = "RECON_HTTP_ADDR", value_name = "ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// auth.user: the user Flight SQL clients log in as; unset = no authentication.
+    #[arg(long, env = "RECON_AUTH_USER", value_name = "USER")]
+    pub auth_user: Option<String>,
+    /// auth.password: that user's password.
+    #[arg(long, env = "RECON_AUTH_PASSWORD", value_name = "PASSWORD")]
+    pub auth_password: Option<String>,
+    /// auth.token_ttl_secs: lifetime of a Bearer token [default: 86400].
+    #[arg(long, env = "RECON_TOKEN_TTL_SECS", value_name = "SECS")]
+    pub token_ttl_secs: Option<u64>,
+    /// limits.query_memory_mb: memory one query may use, 0 = unlimited [default: 4096].
+    #[arg(long, env = "RECON_QUERY_MEMORY_MB", value_name = "MIB")]
+    pub query_memory_mb: Option<u64>,
+    /// limits.query_timeout_secs: wall time one query may run, 0 = unlimited [default: 600].
+    #[arg(long, env = "RECON_QUERY_TIMEOUT_SECS", value_name = "SECS")]
+    pub query_timeout_secs: Option<u64>,
+    /// limits.max_concurrent_queries: queries running at once [default: 32].
+    #[arg(long, env = "RECON_MAX_CONCURRENT_QUERIES", value_name = "N")]
+    pub max_concurrent_queries: Option<usize>,
+    /// tls.cert: PEM certificate chain; with --tls-key turns TLS on.
+    #[arg(long, env = "RECON_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// tls.key: PEM private key.
+    #[arg(long, env = "RECON_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// rules.risk_threshold: fraud score above which flag_compliance says high risk [default: 0.8].
+    #[arg(long, env = "RECON_RISK_THRESHOLD")]
+    pub risk_threshold: Option<f64>,
+    /// rules.high_risk_words, comma-separated [default: BLACKLIST].
+    #[arg(long, env = "RECON_HIGH_RISK_WORDS", value_delimiter = ',')]
+    pub high_risk_words: Option<Vec<String>>,
+    /// rules.kyc_words, comma-separated [default: KYC].
+    #[arg(long, env = "RECON_KYC_WORDS", value_delimiter = ',')]
+    pub kyc_words: Option<Vec<String>>,
+    /// rules.mask_keep: characters mask_sensitive keeps [default: 2].
+    #[arg(long, env = "RECON_MASK_KEEP")]
+    pub mask_keep: Option<usize>,
+    /// rules.mask_char: the masking character [default: *].
+    #[arg(long, env = "RECON_MASK_CHAR")]
+    pub mask_char: Option<char>,
+    /// rules.kpi_multipliers as PREFIX=NUMBER, comma-separated [default: MCH-A=1.1].
+    #[arg(long, env = "RECON_KPI_MULTIPLIERS", value_delimiter = ',')]
+    pub kpi_multipliers: Option<Vec<String>>,
+    /// rules.labels.high_risk [default: HIGH_RISK].
+    #[arg(long, env = "RECON_LABEL_HIGH_RISK")]
+    pub label_high_risk: Option<String>,
+    /// rules.labels.requires_kyc [default: REQUIRES_KYC].
+    #[arg(long, env = "RECON_LABEL_REQUIRES_KYC")]
+    pub label_requires_kyc: Option<String>,
+    /// rules.labels.ok [default: OK].
+    #[arg(long, env = "RECON_LABEL_OK")]
+    pub label_ok: Option<String>,
+    /// rules.labels.unknown [default: UNKNOWN].
+    #[arg(long, env = "RECON_LABEL_UNKNOWN")]
+    pub label_unknown: Option<String>,
+    /// rules.labels.matched [default: MATCHED].
+    #[arg(long, env = "RECON_LABEL_MATCHED")]
+    pub label_matched: Option<String>,
+    /// rules.labels.unmatched [default: UNMATCHED].
+    #[arg(long, env = "RECON_LABEL_UNMATCHED")]
+    pub label_unmatched: Option<String>,
+    /// rules.labels.discrepancy [default: DISCREPANCY].
+    #[arg(long, env = "RECON_LABEL_DISCREPANCY")]
+    pub label_discrepancy: Option<String>,
+}
+
+/// Replaces `target` with `value` when the layer set it.
+fn set<T>(target: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *target = v;
+    }
+}
+
+impl ConfigArgs {
+    /// Builds the effective configuration: defaults, the file, then env and flags.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => read_file(path)?,
+            None => Config::default(),
+        };
+        let a = self.clone();
+        set(&mut config.warehouse, a.warehouse);
+        set(&mut config.flight_addr, a.flight_addr);
+        set(&mut config.http_addr, a.http_addr);
+        if a.auth_user.is_some() {
+            config.auth.user = a.auth_user;
+        }
+        if a.auth_password.is_some() {
+            config.auth.password = a.auth_password;
+        }
+        set(&mut config.auth.token_ttl_secs, a.token_ttl_secs);
+        set(&mut config.limits.query_memory_mb, a.query_memory_mb);
+        set(&mut config.limits.query_timeout_secs, a.query_timeout_secs);
+        set(
+            &mut config.limits.max_concurrent_queries,
+            a.max_concurrent_queries,
+        );
+        if a.tls_cert.is_some() {
+            config.tls.cert = a.tls_cert;
+        }
+        if a.tls_key.is_some() {
+            config.tls.key = a.tls_key;
+        }
+        let rules = &mut config.rules;
+        set(&mut rules.risk_threshold, a.risk_threshold);
+        set(&mut rules.high_risk_words, a.high_risk_words);
+        set(&mut rules.kyc_words, a.kyc_words);
+        set(&mut rules.mask_keep, a.mask_keep);
+        set(&mut rules.mask_char, a.mask_char);
+        if let Some(entries) = a.kpi_multipliers {
+            rules.kpi_multipliers = entries
+                .iter()
+                .map(|e| parse_multiplier(e))
+                .collect::<Result<_, _>>()?;
+        }
+        let labels = &mut rules.labels;
+        set(&mut labels.high_risk, a.label_high_risk);
+        set(&mut labels.requires_kyc, a.label_requires_kyc);
+        set(&mut labels.ok, a.label_ok);
+        set(&mut labels.unknown, a.label_unknown);
+        set(&mut labels.matched, a.label_matched);
+        set(&mut labels.unmatched, a.label_unmatched);
+        set(&mut labels.discrepancy, a.label_discrepancy);
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl Config {
+    /// Checks the settings that only make sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.auth.user.is_some() != self.auth.password.is_some() {
+            return Err(ConfigError::AuthIncomplete);
+        }
+        if self.auth.user.is_none() && !self.flight_addr.ip().is_loopback() {
+            return Err(ConfigError::AuthRequired(self.flight_addr));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError::TlsIncomplete);
+        }
+        if self.limits.max_concurrent_queries == 0 {
+            return Err(ConfigError::NoQueries);
+        }
+        self.rules.validate()?;
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn parse_multiplier(entry: &str) -> Result<KpiMultiplier, ConfigError> {
+    let bad = || ConfigError::KpiMultiplier(entry.to_owned());
+    let (prefix, multiplier) = entry.rsplit_once('=').ok_or_else(bad)?;
+    Ok(KpiMultiplier {
+        prefix: prefix.to_owned(),
+        multiplier: multiplier.trim().parse().map_err(|_| bad())?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ConfigArgs,
+    }
+
+    fn parse(argv: &[&str]) -> ConfigArgs {
+        Cli::try_parse_from(std::iter::once("recon").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_give_a_local_setup() {
+        let c = parse(&[]).load().unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.flight_addr.to_string(), "127.0.0.1:50051");
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.warehouse, "./recon-data");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let f = file(
+            r#"
+            warehouse = "s3://bucket/prefix"
+            flight_addr = "127.0.0.1:6000"
+            [rules]
+            risk_threshold = 0.5
+            [rules.labels]
+            ok = "FINE"
+            "#,
+        );
+        let path = f.path().to_str().unwrap();
+        let c = parse(&[
+            "--config",
+            path,
+            "--flight-addr",
+            "127.0.0.1:7000",
+            "--kyc-words",
+            "kyc,aml",
+        ])
+        .load()
+        .unwrap();
+        assert_eq!(c.warehouse, "s3://bucket/prefix");
+        assert_eq!(c.flight_addr.to_string(), "127.0.0.1:7000");
+        assert_eq!(c.rules.risk_threshold, 0.5);
+        assert_eq!(c.rules.labels.ok, "FINE");
+        assert_eq!(c.rules.kyc_words, ["kyc", "aml"]);
+    }
+
+    #[test]
+    fn kpi_multipliers_flag() {
+        let c = parse(&["--kpi-multipliers", "MCH-A=1.1,MCH-B=0.9"])
+            .load()
+            .unwrap();
+        assert_eq!(c.rules.kpi_multipliers.len(), 2);
+        assert_eq!(c.rules.kpi_multipliers[1].prefix, "MCH-B");
+        assert_eq!(c.rules.kpi_multipliers[1].multiplier, 0.9);
+        let err = parse(&["--kpi-multipliers", "MCH-A"]).load().unwrap_err();
+        assert!(err.to_string().contains("PREFIX=NUMBER"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_rules_are_errors() {
+        let f = file("flight_adr = \"127.0.0.1:1\"\n");
+        let err = parse(&["--config", f.path().to_str().unwrap()])
+            .load()
+            .unwrap_err();
+        assert!(err.to_string().contains("flight_adr"), "{err}");
+        let err = parse(&["--kyc-words", ""]).load().unwrap_err();
+        assert!(err.to_string().contains("empty word"), "{err}");
+        let err = parse(&["--config", "/nonexistent/recon.toml"])
+            .load()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+    }
+
+    #[test]
+    fn auth_is_required_beyond_loopback() {
+        let err = parse(&["--flight-addr", "0.0.0.0:50051"])
+            .load()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::AuthRequired(_)), "{err}");
+        let c = parse(&[
+            "--flight-addr",
+            "0.0.0.0:50051",
+            "--auth-user",
+            "u",
+            "--auth-password",
+            "p",
+        ])
+        .load()
+        .unwrap();
+        assert_eq!(c.auth.user.as_deref(), Some("u"));
+        let err = parse(&["--auth-user", "u"]).load().unwrap_err();
+        assert!(matches!(err, ConfigError::AuthIncomplete), "{err}");
+        let err = parse(&["--tls-cert", "c.pem"]).load().unwrap_err();
+        assert!(matches!(err, ConfigError::TlsIncomplete), "{err}");
+    }
+
+    #[test]
+    fn printed_config_reads_back() {
+        let c = parse(&["--mask-char", "#", "--warehouse", "file:///tmp/w"])
+            .load()
+            .unwrap();
+        let text = toml::to_string(&c).unwrap();
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn every_flag_has_an_env_var_and_help() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        for arg in cmd.get_arguments().filter(|a| a.get_long().is_some()) {
+            let id = arg.get_id().as_str();
+            if id == "help" {
+                continue;
+            }
+            assert!(arg.get_env().is_some(), "--{id} has no RECON_* env var");
+            assert!(arg.get_help().is_some(), "--{id} has no help");
+        }
+    }
+}

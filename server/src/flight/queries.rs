@@ -1,0 +1,783 @@
+//! Planning and running SQL for the Flight SQL service: the query life cycle
+//! (plan at GetFlightInfo, run at DoGet), prepared statements, and the limits of
+//! DESIGN §6.
+//!
+//! - A statement is parsed once; `?` placeholders (JDBC/ADBC style) become `$1,
+//!   $2, …` so DataFusion can bind them.
+//! - GetFlightInfo plans the query and keeps the plan under a random id for
+//!   [`PENDING_TTL`]; the ticket carries that id (and the SQL, so a ticket can be
+//!   redeemed again after the plan expired).
+//! - DoGet takes a slot (at most `max_concurrent_queries` run at once, others get
+//!   ResourceExhausted), builds a physical plan in a session of its own with a
+//!   per-query memory pool, and streams batches as they are produced. The stream
+//!   stops at the query timeout, on CancelFlightInfo/CancelQuery, or when the
+//!   client goes away (dropping the stream drops the DataFusion tasks).
+//! - One log line per query when its stream ends: id, duration, rows, bytes, outcome.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::physical_plan::execute_stream;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{Expr, Value, visit_expressions_mut};
+use futures::{Stream, StreamExt};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tonic::Status;
+use tracing::{info, warn};
+
+use super::error::status_from_datafusion;
+use crate::config::Limits;
+
+/// How long a plan made by GetFlightInfo waits for its DoGet.
+pub const PENDING_TTL: Duration = Duration::from_secs(600);
+/// The most parameter data one DoPut may bind (Arrow in-memory bytes).
+pub const MAX_PARAMETER_BYTES: usize = 1 << 20;
+
+/// What a ticket's statement handle says (JSON inside `TicketStatementQuery`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TicketHandle {
+    /// The planned query's id.
+    pub id: String,
+    /// The SQL, to plan again if the kept plan expired; absent when parameters
+    /// were bound (they live only on the server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
+}
+
+impl TicketHandle {
+    /// Encodes the handle for a ticket.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes a handle, refusing bytes we did not make.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Status> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| Status::invalid_argument(format!("invalid ticket: {e}")))
+    }
+}
+
+/// Whether a statement reads (a query) or changes the session (an update).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatementKind {
+    /// SELECT, VALUES, SHOW, EXPLAIN, …: returns rows.
+    Query,
+    /// CREATE VIEW / DROP VIEW: returns a row count.
+    Update,
+}
+
+/// A prepared statement: its SQL, its plan with placeholders, and the
+/// parameter row bound by the last DoPut.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The statement text.
+    pub sql: String,
+    /// The plan, placeholders unbound.
+    pub plan: LogicalPlan,
+    /// Query or update.
+    pub kind: StatementKind,
+    /// The parameters' schema (`$1`, `$2`, … in order).
+    pub parameter_schema: SchemaRef,
+    /// Parameter rows bound by DoPut (one execution per row for updates).
+    pub parameters: Vec<Vec<ScalarValue>>,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    pending: HashMap<String, PendingEntry>,
+    running: HashMap<String, CancellationToken>,
+    cancelled: HashMap<String, Instant>,
+    prepared: HashMap<String, Prepared>,
+}
+
+#[derive(Debug)]
+struct PendingEntry(Box<LogicalPlan>, Instant);
+
+/// Plans and runs SQL under the configured limits.
+#[derive(Clone)]
+pub struct QueryEngine {
+    ctx: SessionContext,
+    limits: Limits,
+    slots: Arc<Semaphore>,
+    registry: Arc<Mutex<Registry>>,
+    stats: Arc<EngineStats>,
+}
+
+/// Counters over all queries (exported as metrics).
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Queries started.
+    pub started: AtomicU64,
+    /// Queries that failed (planning or execution).
+    pub failed: AtomicU64,
+    /// Rows streamed.
+    pub rows: AtomicU64,
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+fn new_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl QueryEngine {
+    /// An engine over `ctx` with `limits`.
+    pub fn new(ctx: SessionContext, limits: Limits) -> Self {
+        let slots = Arc::new(Semaphore::new(limits.max_concurrent_queries));
+        Self {
+            ctx,
+            limits,
+            slots,
+            registry: Arc::default(),
+            stats: Arc::default(),
+        }
+    }
+
+    /// The session every query starts from.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Counters over all queries.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Parses and plans one statement; `?` placeholders become `$1, $2, …`.
+    pub async fn plan(&self, sql: &str) -> Result<(LogicalPlan, StatementKind), Status> {
+        let state = self.ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let mut statement = state
+            .sql_to_statement(sql, &dialect)
+            .map_err(|e| status_from_datafusion(&e))?;
+        number_question_marks(&mut statement);
+        let plan = state
+            .statement_to_plan(statement)
+            .await
+            .map_err(|e| status_from_datafusion(&e))?;
+        let kind = classify(&plan)?;
+        Ok((plan, kind))
+    }
+
+    /// Plans a query for GetFlightInfo and keeps the plan for DoGet; returns the
+    /// ticket handle and the result schema.
+    pub fn keep_pending(
+        &self,
+        plan: LogicalPlan,
+        sql: Option<String>,
+    ) -> (TicketHandle, SchemaRef) {
+        let schema = flight_schema(plan.schema().as_arrow());
+        let id = new_id();
+        let mut registry = self.registry();
+        let now = Instant::now();
+        registry
+            .pending
+            .retain(|_, PendingEntry(_, created)| now.duration_since(*created) < PENDING_TTL);
+        registry
+            .pending
+            .insert(id.clone(), PendingEntry(Box::new(plan), now));
+        (TicketHandle { id, sql }, schema)
+    }
+
+    /// The plan a ticket refers to: the kept one, or the SQL planned again.
+    pub async fn redeem(&self, handle: &TicketHandle) -> Result<LogicalPlan, Status> {
+        let kept = self.registry().pending.remove(&handle.id);
+        if let Some(PendingEntry(plan, _)) = kept {
+            return Ok(*plan);
+        }
+        match &handle.sql {
+            Some(sql) => {
+                let (plan, kind) = self.plan(sql).await?;
+                require_query(kind)?;
+                Ok(plan)
+            }
+            None => Err(Status::not_found(
+                "ticket expired: call GetFlightInfo again",
+            )),
+        }
+    }
+
+    /// Starts running `plan` (the DoGet side): takes a slot, applies the memory
+    /// limit and timeout, and returns the batch stream with its schema.
+    pub async fn run(&self, id: String, plan: LogicalPlan, sql: &str) -> Result<QueryRun, Status> {
+        self.stats.started.fetch_add(1, Ordering::Relaxed);
+        let result = self.start(id, plan, sql).await;
+        if result.is_err() {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn start(&self, id: String, plan: LogicalPlan, sql: &str) -> Result<QueryRun, Status> {
+        let permit = Arc::clone(&self.slots).try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "too many queries running (limit {}); try again later",
+                self.limits.max_concurrent_queries
+            ))
+        })?;
+        if self.registry().cancelled.remove(&id).is_some() {
+            return Err(Status::cancelled("query was cancelled"));
+        }
+        let schema = flight_schema(plan.schema().as_arrow());
+        let stream = self
+            .execute(plan)
+            .await
+            .map_err(|e| status_from_datafusion(&e))?;
+        let token = CancellationToken::new();
+        self.registry().running.insert(id.clone(), token.clone());
+        let log = Arc::new(QueryLog {
+            id: id.clone(),
+            sql: preview(sql),
+            started: Instant::now(),
+            rows: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            outcome: Mutex::new(None),
+            registry: Arc::clone(&self.registry),
+            stats: Arc::clone(&self.stats),
+        });
+        let timeout = (self.limits.query_timeout_secs > 0)
+            .then(|| Duration::from_secs(self.limits.query_timeout_secs));
+        Ok(QueryRun {
+            schema,
+            batches: LimitedStream {
+                inner: stream,
+                cancelled: Box::pin(token.cancelled_owned()),
+                deadline: timeout.map(|t| Box::pin(tokio::time::sleep(t))),
+                timeout,
+                log: Arc::clone(&log),
+                done: false,
+                _permit: permit,
+            },
+            log,
+        })
+    }
+
+    /// Executes a plan in a session of its own whose memory pool has the
+    /// per-query limit.
+    async fn execute(
+        &self,
+        plan: LogicalPlan,
+    ) -> Result<SendableRecordBatchStream, DataFusionError> {
+        let base = self.ctx.state();
+        let state = if self.limits.query_memory_mb > 0 {
+            let bytes = usize::try_from(self.limits.query_memory_mb.saturating_mul(1 << 20))
+                .unwrap_or(usize::MAX);
+            let pool = TrackConsumersPool::new(GreedyMemoryPool::new(bytes), NonZeroUsize::MIN);
+            let runtime = RuntimeEnvBuilder::from_runtime_env(base.runtime_env())
+                .with_memory_pool(Arc::new(pool))
+                .build_arc()?;
+            SessionStateBuilder::new_from_existing(base)
+                .with_runtime_env(runtime)
+                .build()
+        } else {
+            base
+        };
+        let physical = state.create_physical_plan(&plan).await?;
+        execute_stream(physical, state.task_ctx())
+    }
+
+    /// Runs an update statement (CREATE VIEW / DROP VIEW) and returns its row count.
+    pub async fn update(&self, plan: LogicalPlan) -> Result<i64, Status> {
+        self.ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(|e| status_from_datafusion(&e))?
+            .collect()
+            .await
+            .map_err(|e| status_from_datafusion(&e))?;
+        Ok(0)
+    }
+
+    /// Cancels a query by id: a running one stops at its next batch, a pending
+    /// one is dropped and refused if its ticket is redeemed later.
+    pub fn cancel(&self, id: &str) -> bool {
+        let mut registry = self.registry();
+        let was_pending = registry.pending.remove(id).is_some();
+        let now = Instant::now();
+        registry
+            .cancelled
+            .retain(|_, at| now.duration_since(*at) < PENDING_TTL);
+        registry.cancelled.insert(id.to_owned(), now);
+        match registry.running.get(id) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => was_pending,
+        }
+    }
+
+    /// Creates a prepared statement and returns its handle.
+    pub async fn prepare(&self, sql: &str) -> Result<(String, Prepared), Status> {
+        let (plan, kind) = self.plan(sql).await?;
+        let parameter_schema = parameter_schema(&plan).map_err(|e| status_from_datafusion(&e))?;
+        let prepared = Prepared {
+            sql: sql.to_owned(),
+            plan,
+            kind,
+            parameter_schema,
+            parameters: Vec::new(),
+        };
+        let handle = new_id();
+        self.registry()
+            .prepared
+            .insert(handle.clone(), prepared.clone());
+        Ok((handle, prepared))
+    }
+
+    /// The prepared statement behind `handle`.
+    pub fn prepared(&self, handle: &[u8]) -> Result<Prepared, Status> {
+        let key = std::str::from_utf8(handle).unwrap_or_default();
+        self.registry()
+            .prepared
+            .get(key)
+            .cloned()
+            .ok_or_else(|| Status::not_found("unknown or closed prepared statement"))
+    }
+
+    /// Binds parameter rows (from DoPut) to a prepared statement.
+    pub fn bind(&self, handle: &[u8], batches: &[RecordBatch]) -> Result<(), Status> {
+        let prepared = self.prepared(handle)?;
+        let rows = parameter_rows(&prepared.parameter_schema, batches)?;
+        let key = std::str::from_utf8(handle).unwrap_or_default();
+        if let Some(p) = self.registry().prepared.get_mut(key) {
+            p.parameters = rows;
+        }
+        Ok(())
+    }
+
+    /// Closes a prepared statement (unknown handles are fine: closing is idempotent).
+    pub fn close(&self, handle: &[u8]) {
+        let key = std::str::from_utf8(handle).unwrap_or_default();
+        self.registry().prepared.remove(key);
+    }
+}
+
+/// Fails unless the statement is a query.
+pub fn require_query(kind: StatementKind) -> Result<(), Status> {
+    match kind {
+        StatementKind::Query => Ok(()),
+        StatementKind::Update => Err(Status::invalid_argument(
+            "this statement does not return rows: execute it as an update (CommandStatementUpdate)",
+        )),
+    }
+}
+
+/// Binds one parameter row to a plan, casting values to the types the plan expects.
+pub fn bind_row(
+    prepared: &Prepared,
+    row: Option<&Vec<ScalarValue>>,
+) -> Result<LogicalPlan, Status> {
+    let expected = prepared.parameter_schema.fields().len();
+    let Some(row) = row else {
+        if expected == 0 {
+            return Ok(prepared.plan.clone());
+        }
+        return Err(Status::invalid_argument(format!(
+            "the statement has {expected} parameter(s) but none were bound"
+        )));
+    };
+    if row.len() != expected {
+        return Err(Status::invalid_argument(format!(
+            "the statement has {expected} parameter(s) but {} were bound",
+            row.len()
+        )));
+    }
+    let values = row
+        .iter()
+        .zip(prepared.parameter_schema.fields())
+        .map(|(value, field)| match field.data_type() {
+            DataType::Null => Ok(value.clone()),
+            t if value.data_type() == *t => Ok(value.clone()),
+            t => value.cast_to(t).map_err(|e| status_from_datafusion(&e)),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    prepared
+        .plan
+        .clone()
+        .with_param_values(ParamValues::List(
+            values.into_iter().map(Into::into).collect(),
+        ))
+        .map_err(|e| status_from_datafusion(&e))
+}
+
+/// The parameters of a plan as a schema `$1, $2, …` (Null where the type is open).
+fn parameter_schema(plan: &LogicalPlan) -> Result<SchemaRef, DataFusionError> {
+    let types = plan.get_parameter_types()?;
+    let mut named: Vec<(usize, String, DataType)> = types
+        .into_iter()
+        .map(|(name, t)| {
+            let position = name
+                .strip_prefix('$')
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(usize::MAX);
+            (position, name, t.unwrap_or(DataType::Null))
+        })
+        .collect();
+    named.sort();
+    let fields: Vec<Field> = named
+        .into_iter()
+        .map(|(_, name, t)| Field::new(name, t, true))
+        .collect();
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Splits bound parameter batches into rows of scalars, checking their size and width.
+fn parameter_rows(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<Vec<Vec<ScalarValue>>, Status> {
+    let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+    if bytes > MAX_PARAMETER_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "parameters too large: {bytes} bytes (limit {MAX_PARAMETER_BYTES})"
+        )));
+    }
+    let mut rows = Vec::new();
+    for batch in batches {
+        if batch.num_columns() != schema.fields().len() {
+            return Err(Status::invalid_argument(format!(
+                "the statement has {} parameter(s) but {} column(s) were bound",
+                schema.fields().len(),
+                batch.num_columns()
+            )));
+        }
+        for row in 0..batch.num_rows() {
+            let values = batch
+                .columns()
+                .iter()
+                .map(|c| ScalarValue::try_from_array(c, row))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| status_from_datafusion(&e))?;
+            rows.push(values);
+        }
+    }
+    Ok(rows)
+}
+
+/// Query or update; anything else is refused with a clear message.
+fn classify(plan: &LogicalPlan) -> Result<StatementKind, Status> {
+    match plan {
+        LogicalPlan::Ddl(DdlStatement::CreateView(_) | DdlStatement::DropView(_)) => {
+            Ok(StatementKind::Update)
+        }
+        LogicalPlan::Ddl(ddl) => Err(Status::invalid_argument(format!(
+            "{} is not supported: the catalog is managed by the server (CREATE VIEW and DROP VIEW are)",
+            ddl.name()
+        ))),
+        LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => Err(Status::invalid_argument(
+            "tables are read-only over SQL: data arrives through Kafka, the HTTP API or bulk ingest",
+        )),
+        LogicalPlan::Statement(s) => Err(Status::invalid_argument(format!(
+            "{} statements are not supported",
+            s.name()
+        ))),
+        _ => Ok(StatementKind::Query),
+    }
+}
+
+/// Renames JDBC/ADBC `?` placeholders to DataFusion's positional `$1, $2, …`.
+fn number_question_marks(statement: &mut DfStatement) {
+    let DfStatement::Statement(inner) = statement else {
+        return;
+    };
+    let mut n = 0;
+    let _ = visit_expressions_mut(inner.as_mut(), |expr| {
+        if let Expr::Value(v) = expr
+            && let Value::Placeholder(p) = &mut v.value
+            && p == "?"
+        {
+            n += 1;
+            *p = format!("${n}");
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
+/// The schema clients see: dictionaries are sent hydrated (see the encoder).
+pub fn flight_schema(schema: &Schema) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(_, value) => f.as_ref().clone().with_data_type((**value).clone()),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+fn preview(sql: &str) -> String {
+    let flat: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > 200 {
+        flat.chars().take(200).chain("…".chars()).collect()
+    } else {
+        flat
+    }
+}
+
+/// What one query did, logged when its stream is dropped.
+#[derive(Debug)]
+pub struct QueryLog {
+    id: String,
+    sql: String,
+    started: Instant,
+    rows: AtomicU64,
+    bytes: AtomicU64,
+    outcome: Mutex<Option<String>>,
+    registry: Arc<Mutex<Registry>>,
+    stats: Arc<EngineStats>,
+}
+
+impl QueryLog {
+    /// Counts bytes sent to the client.
+    pub fn add_bytes(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn finish(&self, outcome: &str) {
+        let mut slot = self.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(outcome.to_owned());
+        }
+    }
+}
+
+impl Drop for QueryLog {
+    fn drop(&mut self) {
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .running
+            .remove(&self.id);
+        let outcome = self
+            .outcome
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or_else(|| "dropped by client".to_owned());
+        let duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
+        let rows = self.rows.load(Ordering::Relaxed);
+        let bytes = self.bytes.load(Ordering::Relaxed);
+        self.stats.rows.fetch_add(rows, Ordering::Relaxed);
+        if outcome == "ok" {
+            info!(query_id = %self.id, duration_ms, rows, bytes, outcome, sql = %self.sql, "query");
+        } else {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            warn!(query_id = %self.id, duration_ms, rows, bytes, outcome, sql = %self.sql, "query");
+        }
+    }
+}
+
+/// A started query: the schema promised in FlightInfo and the batch stream.
+#[derive(Debug)]
+pub struct QueryRun {
+    /// The result schema (as in FlightInfo).
+    pub schema: SchemaRef,
+    /// The batches, ending early on cancel or timeout.
+    pub batches: LimitedStream,
+    /// The log entry; keep it alive as long as the response stream.
+    pub log: Arc<QueryLog>,
+}
+
+/// The batch stream of one query under its timeout and cancellation token.
+pub struct LimitedStream {
+    inner: SendableRecordBatchStream,
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    timeout: Option<Duration>,
+    log: Arc<QueryLog>,
+    done: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl std::fmt::Debug for LimitedStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LimitedStream")
+            .field("query_id", &self.log.id)
+            .finish()
+    }
+}
+
+impl LimitedStream {
+    fn end(&mut self, outcome: &str, status: Status) -> Poll<Option<Result<RecordBatch, Status>>> {
+        self.done = true;
+        self.log.finish(outcome);
+        Poll::Ready(Some(Err(status)))
+    }
+}
+
+impl Stream for LimitedStream {
+    type Item = Result<RecordBatch, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.cancelled.as_mut().poll(cx).is_ready() {
+            return self.end("cancelled", Status::cancelled("query cancelled"));
+        }
+        if let Some(deadline) = self.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            let secs = self.timeout.map_or(0, |t| t.as_secs());
+            return self.end(
+                "timeout",
+                Status::deadline_exceeded(format!("query timed out after {secs} s")),
+            );
+        }
+        match self.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(batch))) => {
+                self.log
+                    .rows
+                    .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                Poll::Ready(Some(Ok(batch)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let status = status_from_datafusion(&e);
+                let outcome = format!("error: {}", status.message());
+                self.end(&outcome, status)
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                self.log.finish("ok");
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn engine(limits: Limits) -> QueryEngine {
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t(a INT, b VARCHAR) AS VALUES (1, 'x'), (2, 'y'), (3, 'z')")
+            .await
+            .unwrap();
+        QueryEngine::new(ctx, limits)
+    }
+
+    async fn collect(run: QueryRun) -> Result<usize, Status> {
+        let mut batches = run.batches;
+        let mut rows = 0;
+        while let Some(b) = batches.next().await {
+            rows += b?.num_rows();
+        }
+        Ok(rows)
+    }
+
+    #[tokio::test]
+    async fn question_marks_become_positional_parameters() {
+        let e = engine(Limits::default()).await;
+        let (handle, prepared) = e
+            .prepare("SELECT b FROM t WHERE a > ? AND b <> ?")
+            .await
+            .unwrap();
+        let names: Vec<_> = prepared
+            .parameter_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, ["$1", "$2"]);
+        let row = vec![ScalarValue::Int64(Some(1)), ScalarValue::from("z")];
+        let plan = bind_row(&prepared, Some(&row)).unwrap();
+        let run = e.run("q1".into(), plan, "test").await.unwrap();
+        assert_eq!(collect(run).await.unwrap(), 1);
+        e.close(handle.as_bytes());
+        assert!(e.prepared(handle.as_bytes()).is_err());
+    }
+
+    #[tokio::test]
+    async fn only_queries_and_views_are_accepted() {
+        let e = engine(Limits::default()).await;
+        assert_eq!(e.plan("SELECT 1").await.unwrap().1, StatementKind::Query);
+        assert_eq!(
+            e.plan("CREATE VIEW v AS SELECT 1").await.unwrap().1,
+            StatementKind::Update
+        );
+        let err = e.plan("INSERT INTO t VALUES (4, 'w')").await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        let err = e.plan("DROP TABLE t").await.unwrap_err();
+        assert!(err.message().contains("not supported"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn slots_limit_concurrent_queries() {
+        let limits = Limits {
+            max_concurrent_queries: 1,
+            ..Limits::default()
+        };
+        let e = engine(limits).await;
+        let (plan, _) = e.plan("SELECT * FROM t").await.unwrap();
+        let first = e.run("a".into(), plan.clone(), "").await.unwrap();
+        let err = e.run("b".into(), plan.clone(), "").await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        drop(first);
+        e.run("c".into(), plan, "").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn cancel_stops_a_running_query() {
+        let e = engine(Limits::default()).await;
+        let (plan, _) = e
+            .plan("SELECT count(*) FROM generate_series(1, 10000000000)")
+            .await
+            .unwrap();
+        let run = e.run("slow".into(), plan, "").await.unwrap();
+        assert!(e.cancel("slow"));
+        let err = collect(run).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn memory_limit_is_resource_exhausted() {
+        let limits = Limits {
+            query_memory_mb: 1,
+            ..Limits::default()
+        };
+        let e = engine(limits).await;
+        let (plan, _) = e
+            .plan("SELECT v, count(*) FROM (SELECT value % 3000000 AS v FROM generate_series(1, 3000000)) GROUP BY v ORDER BY v")
+            .await
+            .unwrap();
+        let err = match e.run("big".into(), plan, "").await {
+            Ok(run) => collect(run).await.unwrap_err(),
+            Err(e) => e,
+        };
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err}");
+    }
+}

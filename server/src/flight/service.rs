@@ -1,0 +1,686 @@
+//! The Arrow Flight SQL service (DESIGN §6) on arrow-flight's
+//! [`FlightSqlService`]: handshake, catalog calls, statement queries and
+//! updates, prepared statements with parameters, cancellation. Planning,
+//! limits and streaming live in [`super::queries`]; this file translates
+//! between Flight SQL messages and those calls.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any, Command,
+    CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys,
+    CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
+    CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, BasicAuth, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightData,
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
+    SchemaAsIpc, Ticket, decode::FlightRecordBatchStream,
+};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::auth::{Authenticator, parse_basic};
+use super::catalog_info;
+use super::queries::{
+    MAX_PARAMETER_BYTES, Prepared, QueryEngine, StatementKind, TicketHandle, bind_row,
+    require_query,
+};
+
+type FlightStream = Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
+
+/// The Flight SQL service of one recon server.
+#[derive(Clone)]
+pub struct ReconFlightSql {
+    engine: QueryEngine,
+    auth: Arc<Authenticator>,
+    sql_info: Arc<SqlInfoData>,
+    xdbc: Arc<XdbcTypeInfoData>,
+}
+
+impl ReconFlightSql {
+    /// A service answering from `engine`, logging in through `auth`.
+    pub fn new(
+        engine: QueryEngine,
+        auth: Arc<Authenticator>,
+        sql_info: SqlInfoData,
+        xdbc: XdbcTypeInfoData,
+    ) -> Self {
+        Self {
+            engine,
+            auth,
+            sql_info: Arc::new(sql_info),
+            xdbc: Arc::new(xdbc),
+        }
+    }
+
+    /// Starts `plan` and streams its batches as Flight data.
+    async fn stream_query(
+        &self,
+        id: String,
+        plan: datafusion::logical_expr::LogicalPlan,
+        sql: &str,
+    ) -> Result<Response<FlightStream>, Status> {
+        let run = self.engine.run(id, plan, sql).await?;
+        let log = Arc::clone(&run.log);
+        let batches = run.batches.map_err(|s| FlightError::Tonic(Box::new(s)));
+        let flight = FlightDataEncoderBuilder::new()
+            .with_schema(run.schema)
+            .build(batches)
+            .map(move |item| match item {
+                Ok(data) => {
+                    log.add_bytes(data.data_header.len() + data.data_body.len());
+                    Ok(data)
+                }
+                Err(e) => Err(Status::from(e)),
+            });
+        Ok(Response::new(Box::pin(flight)))
+    }
+
+    /// Runs a prepared query with its bound parameters.
+    async fn run_prepared(&self, prepared: &Prepared) -> Result<Response<FlightStream>, Status> {
+        let plan = bind_single_row(prepared)?;
+        self.stream_query(new_query_id(), plan, &prepared.sql).await
+    }
+}
+
+impl std::fmt::Debug for ReconFlightSql {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReconFlightSql")
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+fn new_query_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn bind_single_row(prepared: &Prepared) -> Result<datafusion::logical_expr::LogicalPlan, Status> {
+    require_query(prepared.kind)?;
+    if prepared.parameters.len() > 1 {
+        return Err(Status::invalid_argument(format!(
+            "a query takes one parameter row, {} were bound",
+            prepared.parameters.len()
+        )));
+    }
+    bind_row(prepared, prepared.parameters.first())
+}
+
+/// A FlightInfo with one endpoint on this server.
+fn flight_info(
+    schema: &Schema,
+    ticket: Vec<u8>,
+    descriptor: FlightDescriptor,
+) -> Result<Response<FlightInfo>, Status> {
+    let info = FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?
+        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
+        .with_descriptor(descriptor);
+    Ok(Response::new(info))
+}
+
+/// A FlightInfo whose ticket is the command itself (catalog calls).
+fn command_info(
+    command: impl ProstMessageExt,
+    schema: &Schema,
+    request: Request<FlightDescriptor>,
+) -> Result<Response<FlightInfo>, Status> {
+    flight_info(
+        schema,
+        command.as_any().encode_to_vec(),
+        request.into_inner(),
+    )
+}
+
+/// Streams ready-made batches (catalog answers).
+fn batch_response(
+    schema: SchemaRef,
+    batch: Result<RecordBatch, impl std::fmt::Display>,
+) -> Result<Response<FlightStream>, Status> {
+    let batch = batch.map_err(|e| Status::internal(e.to_string()))?;
+    let stream = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(futures::stream::iter([Ok(batch)]))
+        .map_err(Status::from);
+    Ok(Response::new(Box::pin(stream)))
+}
+
+fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
+    let message: IpcMessage = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?;
+    Ok(message.0)
+}
+
+/// Reads the record batches of a DoPut, refusing more than `limit` bytes.
+async fn read_put_batches(
+    request: Request<PeekableFlightDataStream>,
+    limit: usize,
+) -> Result<Vec<RecordBatch>, Status> {
+    let stream = request.into_inner().map_err(FlightError::from);
+    let mut batches = FlightRecordBatchStream::new_from_flight_data(stream);
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    while let Some(batch) = batches.next().await {
+        let batch = batch.map_err(|e| match e {
+            FlightError::Tonic(status) => *status,
+            other => Status::invalid_argument(format!("invalid Arrow data: {other}")),
+        })?;
+        bytes += batch.get_array_memory_size();
+        if bytes > limit {
+            return Err(Status::invalid_argument(format!(
+                "parameters too large: more than {limit} bytes"
+            )));
+        }
+        out.push(batch);
+    }
+    Ok(out)
+}
+
+/// Flight SQL's schema for GetPrimaryKeys.
+fn primary_keys_schema() -> Schema {
+    let utf8 = |n: &str, null| Field::new(n, DataType::Utf8, null);
+    Schema::new(vec![
+        utf8("catalog_name", true),
+        utf8("db_schema_name", true),
+        utf8("table_name", false),
+        utf8("column_name", false),
+        utf8("key_name", true),
+        Field::new("key_sequence", DataType::Int32, false),
+    ])
+}
+
+/// Flight SQL's schema for GetImportedKeys, GetExportedKeys and GetCrossReference.
+fn foreign_keys_schema() -> Schema {
+    let utf8 = |n: &str, null| Field::new(n, DataType::Utf8, null);
+    Schema::new(vec![
+        utf8("pk_catalog_name", true),
+        utf8("pk_db_schema_name", true),
+        utf8("pk_table_name", false),
+        utf8("pk_column_name", false),
+        utf8("fk_catalog_name", true),
+        utf8("fk_db_schema_name", true),
+        utf8("fk_table_name", false),
+        utf8("fk_column_name", false),
+        Field::new("key_sequence", DataType::Int32, false),
+        utf8("fk_key_name", true),
+        utf8("pk_key_name", true),
+        Field::new("update_rule", DataType::UInt8, false),
+        Field::new("delete_rule", DataType::UInt8, false),
+    ])
+}
+
+fn empty(schema: Schema) -> Result<Response<FlightStream>, Status> {
+    let schema = Arc::new(schema);
+    batch_response(
+        Arc::clone(&schema),
+        Ok::<_, Status>(RecordBatch::new_empty(schema)),
+    )
+}
+
+/// The query ids named by a FlightInfo's tickets.
+fn query_ids(info: &FlightInfo) -> Vec<String> {
+    info.endpoint
+        .iter()
+        .filter_map(|e| e.ticket.as_ref())
+        .filter_map(|t| Any::decode(&*t.ticket).ok())
+        .filter_map(|any| match Command::try_from(any) {
+            Ok(Command::TicketStatementQuery(t)) => TicketHandle::decode(&t.statement_handle).ok(),
+            _ => None,
+        })
+        .map(|h| h.id)
+        .collect()
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for ReconFlightSql {
+    type FlightService = ReconFlightSql;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(parse_basic)
+            .transpose()?
+            .flatten();
+        let (user, password) = match header {
+            Some(credentials) => credentials,
+            None => {
+                // Older clients put BasicAuth in the handshake payload.
+                let mut stream = request.into_inner();
+                match stream.message().await? {
+                    Some(req) if !req.payload.is_empty() => {
+                        let basic = BasicAuth::decode(req.payload).map_err(|e| {
+                            Status::invalid_argument(format!("invalid handshake payload: {e}"))
+                        })?;
+                        (basic.username, basic.password)
+                    }
+                    _ => (String::new(), String::new()),
+                }
+            }
+        };
+        let token = self.auth.login(&user, &password)?;
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into(),
+        };
+        let stream: Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>> =
+            Box::pin(futures::stream::iter([Ok(reply)]));
+        let mut response = Response::new(stream);
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::internal("token is not a valid header"))?;
+        response.metadata_mut().insert("authorization", value);
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let (plan, kind) = self.engine.plan(&query.query).await?;
+        require_query(kind)?;
+        let (handle, schema) = self.engine.keep_pending(plan, Some(query.query));
+        let ticket = TicketStatementQuery {
+            statement_handle: handle.encode().into(),
+        };
+        flight_info(
+            &schema,
+            ticket.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let prepared = self.engine.prepared(&cmd.prepared_statement_handle)?;
+        let plan = bind_single_row(&prepared)?;
+        let sql = prepared.parameters.is_empty().then(|| prepared.sql.clone());
+        let (handle, schema) = self.engine.keep_pending(plan, sql);
+        let ticket = TicketStatementQuery {
+            statement_handle: handle.encode().into(),
+        };
+        flight_info(
+            &schema,
+            ticket.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        command_info(query, &schema, request)
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        command_info(query, &schema, request)
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        command_info(query, &schema, request)
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        command_info(query, &schema, request)
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = self.sql_info.schema();
+        command_info(query, &schema, request)
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        command_info(query, &primary_keys_schema(), request)
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        command_info(query, &foreign_keys_schema(), request)
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        command_info(query, &foreign_keys_schema(), request)
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        command_info(query, &foreign_keys_schema(), request)
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = self.xdbc.schema();
+        command_info(query, &schema, request)
+    }
+
+    async fn get_flight_info_fallback(
+        &self,
+        cmd: Command,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Err(Status::unimplemented(format!(
+            "unsupported Flight SQL command {}",
+            cmd.type_url()
+        )))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let handle = TicketHandle::decode(&ticket.statement_handle)?;
+        let plan = self.engine.redeem(&handle).await?;
+        let sql = handle.sql.as_deref().unwrap_or("(prepared statement)");
+        self.stream_query(handle.id.clone(), plan, sql).await
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let prepared = self.engine.prepared(&query.prepared_statement_handle)?;
+        self.run_prepared(&prepared).await
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let schema = query.into_builder().schema();
+        batch_response(schema, catalog_info::catalogs(self.engine.context()))
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let schema = query.clone().into_builder().schema();
+        batch_response(
+            schema,
+            catalog_info::db_schemas(self.engine.context(), query),
+        )
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let schema = query.clone().into_builder().schema();
+        batch_response(
+            schema,
+            catalog_info::tables(self.engine.context(), query).await,
+        )
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let schema = query.into_builder().schema();
+        batch_response(schema, catalog_info::table_types())
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let schema = self.sql_info.schema();
+        batch_response(schema, self.sql_info.record_batch(query.info))
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        empty(primary_keys_schema())
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        empty(foreign_keys_schema())
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        empty(foreign_keys_schema())
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        empty(foreign_keys_schema())
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let schema = self.xdbc.schema();
+        batch_response(schema, self.xdbc.record_batch(query.data_type))
+    }
+
+    async fn do_get_fallback(
+        &self,
+        _request: Request<Ticket>,
+        message: Any,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        Err(Status::unimplemented(format!(
+            "unsupported ticket type {}",
+            message.type_url
+        )))
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        cmd: CommandStatementUpdate,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let (plan, kind) = self.engine.plan(&cmd.query).await?;
+        if kind == StatementKind::Query {
+            return Err(Status::invalid_argument(
+                "this statement returns rows: execute it as a query",
+            ));
+        }
+        self.engine.update(plan).await
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let batches = read_put_batches(request, MAX_PARAMETER_BYTES).await?;
+        self.engine
+            .bind(&query.prepared_statement_handle, &batches)?;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(query.prepared_statement_handle),
+        })
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        query: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let handle = query.prepared_statement_handle;
+        let batches = read_put_batches(request, MAX_PARAMETER_BYTES).await?;
+        if !batches.is_empty() {
+            self.engine.bind(&handle, &batches)?;
+        }
+        let prepared = self.engine.prepared(&handle)?;
+        if prepared.kind == StatementKind::Query {
+            return Err(Status::invalid_argument(
+                "this statement returns rows: execute it as a query",
+            ));
+        }
+        if prepared.parameters.is_empty() {
+            return self.engine.update(bind_row(&prepared, None)?).await;
+        }
+        let mut count = 0;
+        for row in &prepared.parameters {
+            count += self.engine.update(bind_row(&prepared, Some(row))?).await?;
+        }
+        Ok(count)
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let (handle, prepared) = self.engine.prepare(&query.query).await?;
+        let dataset_schema = match prepared.kind {
+            StatementKind::Query => {
+                super::queries::flight_schema(prepared.plan.schema().as_arrow())
+            }
+            StatementKind::Update => Arc::new(Schema::empty()),
+        };
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.into_bytes().into(),
+            dataset_schema: ipc_schema(&dataset_schema)?,
+            parameter_schema: ipc_schema(&prepared.parameter_schema)?,
+        })
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        _request: Request<Action>,
+    ) -> Result<(), Status> {
+        self.engine.close(&query.prepared_statement_handle);
+        Ok(())
+    }
+
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        _request: Request<Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        let info = FlightInfo::decode(query.info)
+            .map_err(|e| Status::invalid_argument(format!("invalid FlightInfo: {e}")))?;
+        let cancelled = query_ids(&info).iter().any(|id| self.engine.cancel(id));
+        // CancelResult (not re-exported by arrow-flight): 1 = CANCELLED, 3 = NOT_CANCELLABLE.
+        Ok(ActionCancelQueryResult {
+            result: if cancelled { 1 } else { 3 },
+        })
+    }
+
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let action = request.into_inner();
+        if action.r#type != "CancelFlightInfo" {
+            return Err(Status::invalid_argument(format!(
+                "unknown action {:?}",
+                action.r#type
+            )));
+        }
+        let req = CancelFlightInfoRequest::decode(action.body).map_err(|e| {
+            Status::invalid_argument(format!("invalid CancelFlightInfoRequest: {e}"))
+        })?;
+        let info = req
+            .info
+            .ok_or_else(|| Status::invalid_argument("CancelFlightInfoRequest without info"))?;
+        let cancelled = query_ids(&info).iter().any(|id| self.engine.cancel(id));
+        let status = if cancelled {
+            CancelStatus::Cancelled
+        } else {
+            CancelStatus::NotCancellable
+        };
+        let result = CancelFlightInfoResult {
+            status: status as i32,
+        };
+        let body = arrow_flight::Result {
+            body: result.encode_to_vec().into(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::iter([Ok(body)]))))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}

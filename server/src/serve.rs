@@ -1,0 +1,127 @@
+//! `recon serve`: opens the warehouse, builds the catalog, and runs the Flight
+//! SQL endpoint until SIGINT/SIGTERM, then drains in-flight calls and exits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tracing::info;
+
+use crate::config::Config;
+use crate::flight::auth::{AuthLayer, Authenticator};
+use crate::flight::queries::QueryEngine;
+use crate::flight::{ReconFlightSql, sql_info};
+use crate::warehouse::Warehouse;
+
+/// Largest gRPC message the server accepts (bulk ingest batches, parameters).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+/// A server that is listening: its address and a handle to stop it.
+#[derive(Debug)]
+pub struct RunningServer {
+    /// The Flight SQL address actually bound (useful with port 0).
+    pub flight_addr: SocketAddr,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting calls, lets running ones finish, and waits.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await?
+    }
+
+    /// Waits until the server stops by itself (it only does on error).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await?
+    }
+}
+
+/// Builds the session (warehouse, batch tables, functions) and the query engine.
+pub fn build_engine(config: &Config) -> anyhow::Result<QueryEngine> {
+    let warehouse = Warehouse::open(&config.warehouse)?;
+    let ctx = crate::catalog_context(&config.rules, &warehouse)?;
+    info!(warehouse = %warehouse.root(), "warehouse opened");
+    Ok(QueryEngine::new(ctx, config.limits.clone()))
+}
+
+/// Binds the Flight SQL address and starts serving in the background.
+pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
+    let engine = build_engine(config)?;
+    let credentials = config.auth.user.clone().zip(config.auth.password.clone());
+    let auth = Arc::new(Authenticator::new(
+        credentials,
+        Duration::from_secs(config.auth.token_ttl_secs),
+    ));
+    let service = ReconFlightSql::new(
+        engine,
+        Arc::clone(&auth),
+        sql_info::sql_info(config.limits.query_timeout_secs)?,
+        sql_info::xdbc_type_info()?,
+    );
+    let flight = FlightServiceServer::new(service)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+    let listener = TcpListener::bind(config.flight_addr).await?;
+    let flight_addr = listener.local_addr()?;
+    let mut builder = Server::builder();
+    if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
+        let identity = Identity::from_pem(std::fs::read(cert)?, std::fs::read(key)?);
+        builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
+    }
+    let router = builder
+        .layer(AuthLayer::new(Arc::clone(&auth)))
+        .add_service(flight);
+    let (shutdown, mut stop) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await?;
+        Ok(())
+    });
+    info!(
+        %flight_addr,
+        tls = config.tls.cert.is_some(),
+        auth = auth.enabled(),
+        "Flight SQL listening"
+    );
+    Ok(RunningServer {
+        flight_addr,
+        shutdown,
+        task,
+    })
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let RunningServer {
+        shutdown, mut task, ..
+    } = start(&config).await?;
+    tokio::select! {
+        result = shutdown_signal() => {
+            result?;
+            info!("shutting down: finishing running calls");
+            let _ = shutdown.send(true);
+            task.await??;
+        }
+        result = &mut task => result??,
+    }
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}

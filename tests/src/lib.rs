@@ -1,1 +1,249 @@
-//! End-to-end tests (broker + server + Rust and Python Flight SQL clients) live here; see the issues that add the server.
+//! Shared pieces of the end-to-end tests: a warehouse with a small, hand-checked
+//! data set in the layouts the seed's Spark script writes, a recon server started
+//! on a free loopback port, and Flight SQL clients connected to it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray};
+use arrow::datatypes::{Field, Schema};
+use arrow_flight::FlightInfo;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use futures::TryStreamExt;
+use parquet::arrow::ArrowWriter;
+use recon_server::config::Config;
+use recon_server::serve::RunningServer;
+use tonic::transport::Channel;
+
+/// A Utf8 column.
+pub fn strings(values: &[Option<&str>]) -> ArrayRef {
+    Arc::new(StringArray::from(values.to_vec()))
+}
+
+/// A Float64 column.
+pub fn floats(values: &[Option<f64>]) -> ArrayRef {
+    Arc::new(Float64Array::from(values.to_vec()))
+}
+
+/// A batch from named columns (every column nullable).
+pub fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(name, a)| Field::new(*name, a.data_type().clone(), true))
+        .collect();
+    let arrays = columns.into_iter().map(|(_, a)| a).collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("valid test batch")
+}
+
+/// Writes `batch` as one Parquet file at `path` (parents created).
+pub fn write_parquet(path: &Path, batch: &RecordBatch) {
+    std::fs::create_dir_all(path.parent().expect("file has a parent")).expect("mkdir");
+    let file = std::fs::File::create(path).expect("create parquet file");
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+    writer.write(batch).expect("write batch");
+    writer.close().expect("close parquet");
+}
+
+/// The statements of the sample warehouse: 4 rows, one per discrepancy case.
+pub fn sample_statements() -> RecordBatch {
+    batch(vec![
+        (
+            "statement_id",
+            strings(&[
+                Some("STMT-1"),
+                Some("STMT-2"),
+                Some("STMT-3"),
+                Some("STMT-4"),
+            ]),
+        ),
+        (
+            "transaction_id",
+            strings(&[Some("T-1"), Some("T-2"), Some("T-3"), None]),
+        ),
+        (
+            "posting_date",
+            strings(&[
+                Some("2026-11-01"),
+                Some("2026-11-02"),
+                Some("2026-11-02"),
+                Some("2026-11-03"),
+            ]),
+        ),
+        (
+            "amount_posted",
+            floats(&[Some(100.0), Some(2.675), None, Some(-0.001)]),
+        ),
+        (
+            "fee_charged",
+            floats(&[Some(1.5), Some(0.05), Some(0.0), None]),
+        ),
+    ])
+}
+
+/// Lays out the sample warehouse under `root`:
+/// - `aggregator_statements.parquet`: a single file (4 rows);
+/// - `merchants.parquet/`: a Spark-style folder of two part files plus `_SUCCESS`
+///   (3 rows, columns in Spark's alphabetical order);
+/// - `policy_data.parquet`: seed columns only, no `merchant_id` (reads as NULL);
+/// - `ml_fraud_signals`: missing (an empty table until files arrive).
+pub fn write_sample_warehouse(root: &Path) {
+    let dir = root.join("batch_parquet_data");
+    write_parquet(
+        &dir.join("aggregator_statements.parquet"),
+        &sample_statements(),
+    );
+    let merchants = dir.join("merchants.parquet");
+    write_parquet(
+        &merchants.join("part-00000-a.snappy.parquet"),
+        &batch(vec![
+            (
+                "merchant_id",
+                strings(&[Some("MCH-A001"), Some("MCH-B002")]),
+            ),
+            (
+                "merchant_name",
+                strings(&[Some("Acme"), Some("Bügel GmbH")]),
+            ),
+            ("onboarding_date", strings(&[Some("2025-01-01"), None])),
+            ("risk_level", strings(&[Some("LOW"), Some("HIGH")])),
+        ]),
+    );
+    write_parquet(
+        &merchants.join("part-00001-a.snappy.parquet"),
+        &batch(vec![
+            ("merchant_id", strings(&[Some("MCH-C003")])),
+            ("merchant_name", strings(&[Some("Cobalt")])),
+            ("onboarding_date", strings(&[Some("2024-06-30")])),
+            ("risk_level", strings(&[Some("MEDIUM")])),
+        ]),
+    );
+    std::fs::write(merchants.join("_SUCCESS"), b"").expect("write _SUCCESS");
+    write_parquet(
+        &dir.join("policy_data.parquet"),
+        &batch(vec![
+            (
+                "active_flag",
+                Arc::new(BooleanArray::from(vec![Some(true), Some(false)])),
+            ),
+            ("policy_id", strings(&[Some("POL-1"), Some("POL-2")])),
+            ("policy_type", strings(&[Some("KYC"), Some("BLACKLIST")])),
+            (
+                "rule_description",
+                strings(&[Some("know your customer"), None]),
+            ),
+        ]),
+    );
+}
+
+/// The sample ML signals file (written by tests that add it while running).
+pub fn sample_signals() -> RecordBatch {
+    batch(vec![
+        ("fraud_signal_id", strings(&[Some("F-1"), Some("F-2")])),
+        ("transaction_id", strings(&[Some("T-1"), Some("T-404")])),
+        ("fraud_score", floats(&[Some(0.81), Some(0.2)])),
+        (
+            "model_version",
+            strings(&[Some("model_v1"), Some("model_v2")]),
+        ),
+        (
+            "inference_time",
+            strings(&[Some("2026-11-01T10:00:00"), Some("2026-11-01T10:00:01")]),
+        ),
+    ])
+}
+
+/// A recon server on a free loopback port over a temporary sample warehouse.
+#[derive(Debug)]
+pub struct TestServer {
+    /// `http://127.0.0.1:PORT` of the Flight SQL endpoint.
+    pub url: String,
+    /// The warehouse folder.
+    pub warehouse: tempfile::TempDir,
+    server: RunningServer,
+}
+
+impl TestServer {
+    /// Starts a server; `adjust` may change the configuration first.
+    pub async fn start(adjust: impl FnOnce(&mut Config)) -> Self {
+        let warehouse = tempfile::tempdir().expect("tempdir");
+        write_sample_warehouse(warehouse.path());
+        let mut config = Config {
+            warehouse: warehouse.path().display().to_string(),
+            flight_addr: "127.0.0.1:0".parse().expect("addr"),
+            ..Config::default()
+        };
+        adjust(&mut config);
+        config.validate().expect("valid test config");
+        let server = recon_server::serve::start(&config)
+            .await
+            .expect("server starts");
+        let url = format!("http://{}", server.flight_addr);
+        Self {
+            url,
+            warehouse,
+            server,
+        }
+    }
+
+    /// A channel to the server.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.url.clone())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    /// arrow-flight's Flight SQL client (not logged in).
+    pub async fn sql_client(&self) -> FlightSqlServiceClient<Channel> {
+        FlightSqlServiceClient::new(self.channel().await)
+    }
+
+    /// The plain Flight client, for calls that must see raw gRPC statuses.
+    pub async fn flight_client(&self) -> FlightServiceClient<Channel> {
+        FlightServiceClient::new(self.channel().await)
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(self) {
+        self.server.stop().await.expect("clean stop");
+    }
+}
+
+/// Runs a query through GetFlightInfo + DoGet and collects the batches.
+pub async fn query(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+) -> anyhow::Result<Vec<RecordBatch>> {
+    let info = client.execute(sql.to_owned(), None).await?;
+    fetch(client, info).await
+}
+
+/// Redeems every endpoint of `info` and collects the batches.
+pub async fn fetch(
+    client: &mut FlightSqlServiceClient<Channel>,
+    info: FlightInfo,
+) -> anyhow::Result<Vec<RecordBatch>> {
+    let mut out = Vec::new();
+    for endpoint in info.endpoint {
+        let ticket = endpoint
+            .ticket
+            .ok_or_else(|| anyhow::anyhow!("endpoint without ticket"))?;
+        let batches: Vec<RecordBatch> = client.do_get(ticket).await?.try_collect().await?;
+        out.extend(batches);
+    }
+    Ok(out)
+}
+
+/// Total rows of `batches`.
+pub fn rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(RecordBatch::num_rows).sum()
+}
+
+/// The batches as a pretty table, for exact comparisons.
+pub fn table(batches: &[RecordBatch]) -> String {
+    arrow::util::pretty::pretty_format_batches(batches)
+        .expect("printable")
+        .to_string()
+}

@@ -8,6 +8,8 @@ use arrow_flight::sql::metadata::GetTablesBuilder;
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTableTypes, CommandGetTables};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::SchemaProvider;
+use datafusion::catalog::information_schema::InformationSchemaProvider;
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::SessionContext;
@@ -42,7 +44,7 @@ pub fn catalogs(ctx: &SessionContext) -> Result<RecordBatch> {
 /// (an absent catalog means all of them).
 pub fn db_schemas(ctx: &SessionContext, cmd: CommandGetDbSchemas) -> Result<RecordBatch> {
     let mut b = cmd.into_builder();
-    for (catalog, schema) in schema_pairs(ctx) {
+    for (catalog, schema, _) in schemas(ctx) {
         b.append(catalog, schema);
     }
     b.build().map_err(flight_err)
@@ -57,18 +59,34 @@ pub fn table_types() -> Result<RecordBatch> {
     b.build().map_err(flight_err)
 }
 
-fn schema_pairs(ctx: &SessionContext) -> Vec<(String, String)> {
-    let mut pairs = Vec::new();
+const INFORMATION_SCHEMA: &str = "information_schema";
+
+/// Every (catalog, schema name, schema), sorted; DataFusion serves
+/// `information_schema` in each catalog without listing it, so it is added here.
+fn schemas(ctx: &SessionContext) -> Vec<(String, String, Arc<dyn SchemaProvider>)> {
+    let state = ctx.state();
+    let with_info = state.config().information_schema();
+    let mut out = Vec::new();
     for catalog_name in ctx.catalog_names() {
         let Some(catalog) = ctx.catalog(&catalog_name) else {
             continue;
         };
         for schema_name in catalog.schema_names() {
-            pairs.push((catalog_name.clone(), schema_name));
+            if let Some(schema) = catalog.schema(&schema_name) {
+                out.push((catalog_name.clone(), schema_name, schema));
+            }
+        }
+        if with_info {
+            let info = InformationSchemaProvider::new(Arc::clone(state.catalog_list()));
+            out.push((
+                catalog_name.clone(),
+                INFORMATION_SCHEMA.to_owned(),
+                Arc::new(info),
+            ));
         }
     }
-    pairs.sort();
-    pairs
+    out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    out
 }
 
 /// GetTables: every table and view, filtered as the command asks, with each
@@ -77,13 +95,7 @@ fn schema_pairs(ctx: &SessionContext) -> Vec<(String, String)> {
 pub async fn tables(ctx: &SessionContext, cmd: CommandGetTables) -> Result<RecordBatch> {
     let include_schema = cmd.include_schema;
     let mut b: GetTablesBuilder = cmd.into_builder();
-    for (catalog_name, schema_name) in schema_pairs(ctx) {
-        let Some(schema) = ctx
-            .catalog(&catalog_name)
-            .and_then(|c| c.schema(&schema_name))
-        else {
-            continue;
-        };
+    for (catalog_name, schema_name, schema) in schemas(ctx) {
         let mut names = schema.table_names();
         names.sort();
         for table_name in names {

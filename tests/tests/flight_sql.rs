@@ -2,6 +2,8 @@
 //! server on loopback: tables, functions, prepared statements, catalog calls,
 //! errors and their codes, auth, limits, cancellation.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -12,6 +12,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 need_apt=()
 command -v python3 >/dev/null || need_apt+=(python3)
+python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 command -v cc >/dev/null || need_apt+=(build-essential)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
@@ -25,5 +26,18 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== benches, each case run once as a smoke test"
 cargo test --workspace --benches
-echo "== cargo test (unit, sqllogictest, CPython fidelity, doc tests)"
+echo "== cargo test (unit, sqllogictest, CPython fidelity, Flight SQL end to end, doc tests)"
 cargo test --workspace
+
+echo "== Python ADBC tests against the recon binary"
+cargo build --quiet -p recon-server --bin recon
+venv="${RECON_VENV:-$HOME/.cache/recon-venv}"
+requirements=tests/python/requirements.txt
+if ! cmp -s "$requirements" "$venv/requirements.txt" 2>/dev/null; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$venv/requirements.txt"
+fi
+RECON_BIN="$CARGO_TARGET_DIR/debug/recon" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+  -W ignore::Warning tests/python

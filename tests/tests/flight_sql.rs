@@ -172,6 +172,41 @@ async fn create_view_is_an_update_and_then_queryable() {
 }
 
 #[tokio::test]
+async fn prepared_update_creates_a_view() {
+    let server = TestServer::start(|_| {}).await;
+    let mut client = server.sql_client().await;
+    let mut prepared = client
+        .prepare(
+            "CREATE VIEW kyc AS SELECT * FROM policy_data WHERE policy_type = 'KYC'".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(prepared.dataset_schema().unwrap().fields().is_empty());
+    assert_eq!(prepared.execute_update().await.unwrap(), 0);
+    prepared.close().await.unwrap();
+    let batches = query(&mut client, "SELECT policy_id FROM kyc")
+        .await
+        .unwrap();
+    assert_eq!(
+        table(&batches),
+        "+-----------+\n| policy_id |\n+-----------+\n| POL-1     |\n+-----------+"
+    );
+    // A query is not an update, and an update is not a query.
+    let err = client
+        .execute_update("SELECT 1".into(), None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("returns rows"), "{err}");
+    let err = client
+        .execute("DROP VIEW kyc".into(), None)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("update"), "{err}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn catalog_calls_describe_the_tables() {
     let server = TestServer::start(|_| {}).await;
     let mut client = server.sql_client().await;

@@ -15,7 +15,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::alphabet::STANDARD as ALPHABET;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use rand::RngCore;
 use tonic::Status;
 
@@ -88,6 +89,12 @@ impl Authenticator {
         }
     }
 }
+
+/// Base64 with or without `=` padding: Go's Flight client (ADBC) sends it unpadded.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &ALPHABET,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 /// Splits a `Basic base64(user:password)` header; `Ok(None)` for other schemes.
 pub fn parse_basic(header: &str) -> Result<Option<(String, String)>, Status> {
@@ -187,16 +194,19 @@ mod tests {
     #[test]
     fn tokens_come_from_the_right_password_only() {
         let auth = Authenticator::new(
-            Some(("alice".into(), "s3cret".into())),
+            Some(("alice".into(), "s3cret!".into())),
             Duration::from_secs(60),
         );
         let err = auth.login("alice", "wrong").unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
-        let token = auth.login("alice", "s3cret").unwrap();
+        let token = auth.login("alice", "s3cret!").unwrap();
         auth.check(Some(&format!("Bearer {token}"))).unwrap();
         assert!(auth.check(Some("Bearer nope")).is_err());
         assert!(auth.check(None).is_err());
-        auth.check(Some(&basic("alice", "s3cret"))).unwrap();
+        auth.check(Some(&basic("alice", "s3cret!"))).unwrap();
+        assert!(basic("alice", "s3cret!").ends_with('='));
+        let unpadded = basic("alice", "s3cret!").trim_end_matches('=').to_owned();
+        auth.check(Some(&unpadded)).unwrap();
         assert!(auth.check(Some(&basic("alice", "x"))).is_err());
         assert!(auth.check(Some("Basic !!!")).is_err());
     }

@@ -174,7 +174,11 @@ async fn read_put_batches(
     request: Request<PeekableFlightDataStream>,
     limit: usize,
 ) -> Result<Vec<RecordBatch>, Status> {
-    let stream = request.into_inner().map_err(FlightError::from);
+    // The first message may carry only the descriptor (no Arrow data): skip such.
+    let stream = request
+        .into_inner()
+        .try_filter(|data| futures::future::ready(!data.data_header.is_empty()))
+        .map_err(FlightError::from);
     let mut batches = FlightRecordBatchStream::new_from_flight_data(stream);
     let mut out = Vec::new();
     let mut bytes = 0;

@@ -18,6 +18,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Float64Array, RecordBatch, StringArray};
@@ -185,7 +186,7 @@ async fn pull(url: &str) -> Figures {
     let start = Instant::now();
     let info = client.execute(SQL.into(), None).await.unwrap();
     let mut rows = 0;
-    let mut bytes = 0;
+    let bytes = Arc::new(AtomicUsize::new(0));
     let mut first_batch = None;
     for endpoint in info.endpoint {
         let ticket = endpoint.ticket.unwrap();
@@ -197,8 +198,9 @@ async fn pull(url: &str) -> Figures {
                 .insert("authorization", format!("Bearer {token}").parse().unwrap());
         }
         let data = raw.do_get(request).await.unwrap().into_inner();
-        let counted = data.map_ok(|d| {
-            bytes += d.data_header.len() + d.data_body.len();
+        let counter = Arc::clone(&bytes);
+        let counted = data.map_ok(move |d| {
+            counter.fetch_add(d.data_header.len() + d.data_body.len(), Ordering::Relaxed);
             d
         });
         let mut batches =
@@ -210,7 +212,7 @@ async fn pull(url: &str) -> Figures {
     }
     Figures {
         rows,
-        bytes,
+        bytes: bytes.load(Ordering::Relaxed),
         total: start.elapsed(),
         first_batch: first_batch.unwrap_or_default(),
         peak_rss_kib: None,

@@ -28,6 +28,8 @@ pub struct Config {
     pub limits: Limits,
     /// TLS for the Flight SQL endpoint (on when both files are set).
     pub tls: Tls,
+    /// How batch tables are held.
+    pub tables: Tables,
     /// Business rules of the five reconciliation functions.
     pub rules: Rules,
 }
@@ -78,6 +80,21 @@ impl Default for Limits {
     }
 }
 
+/// Batch tables: how much decoded data may be kept in memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tables {
+    /// MiB of decoded batch-table data kept in memory (shared by all tables);
+    /// a table that does not fit is read from Parquet on every query. 0 = off.
+    pub cache_mb: u64,
+}
+
+impl Default for Tables {
+    fn default() -> Self {
+        Self { cache_mb: 4096 }
+    }
+}
+
 /// TLS certificate and key (PEM files) for the Flight SQL endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -97,6 +114,7 @@ impl Default for Config {
             auth: Auth::default(),
             limits: Limits::default(),
             tls: Tls::default(),
+            tables: Tables::default(),
             rules: Rules::default(),
         }
     }
@@ -183,6 +201,9 @@ pub struct ConfigArgs {
     /// tls.key: PEM private key.
     #[arg(long, env = "RECON_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// tables.cache_mb: decoded batch-table data kept in memory, 0 = off [default: 4096].
+    #[arg(long, env = "RECON_TABLE_CACHE_MB", value_name = "MIB")]
+    pub table_cache_mb: Option<u64>,
     /// rules.risk_threshold: fraud score above which flag_compliance says high risk [default: 0.8].
     #[arg(long, env = "RECON_RISK_THRESHOLD")]
     pub risk_threshold: Option<f64>,
@@ -261,6 +282,7 @@ impl ConfigArgs {
         if a.tls_key.is_some() {
             config.tls.key = a.tls_key;
         }
+        set(&mut config.tables.cache_mb, a.table_cache_mb);
         let rules = &mut config.rules;
         set(&mut rules.risk_threshold, a.risk_threshold);
         set(&mut rules.high_risk_words, a.high_risk_words);

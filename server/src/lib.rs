@@ -7,12 +7,14 @@
 //! - [`config`]: defaults → TOML file → `RECON_*` env → flags.
 //! - [`warehouse`]: the object-store root every table lives under.
 //! - [`tables`]: the batch tables' contract schemas and listing tables.
+//! - [`table_cache`]: in-memory copies of batch tables, refreshed when files change.
 //! - [`flight`]: the Arrow Flight SQL service.
 //! - [`serve`]: `recon serve` — start, run, shut down.
 
 pub mod config;
 pub mod flight;
 pub mod serve;
+pub mod table_cache;
 pub mod tables;
 pub mod warehouse;
 
@@ -36,12 +38,17 @@ pub fn session_context(rules: &Rules) -> Result<SessionContext, InvalidRules> {
 }
 
 /// The server's session: [`session_context`]'s functions, plus the warehouse's
-/// object store and the batch tables. File listings are not cached, so files
-/// that arrive are seen by the next query.
+/// object store and the batch tables (with their in-memory copies, returned for
+/// warming). File listings are not cached, so files that arrive are seen by the
+/// next query.
 pub fn catalog_context(
     rules: &Rules,
     warehouse: &Warehouse,
-) -> datafusion::error::Result<SessionContext> {
+    cache: &table_cache::CacheBudget,
+) -> datafusion::error::Result<(
+    SessionContext,
+    Vec<std::sync::Arc<table_cache::CachedTable>>,
+)> {
     rules
         .validate()
         .map_err(|e| datafusion::error::DataFusionError::Configuration(e.to_string()))?;
@@ -54,8 +61,8 @@ pub fn catalog_context(
         .with_information_schema(true);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
     recon_udfs::register_all(&ctx, rules);
-    tables::register_batch_tables(&ctx, warehouse)?;
-    Ok(ctx)
+    let tables = tables::register_batch_tables(&ctx, warehouse, cache)?;
+    Ok((ctx, tables))
 }
 
 #[cfg(test)]

@@ -9,12 +9,13 @@ use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::flight::auth::{AuthLayer, Authenticator};
 use crate::flight::queries::QueryEngine;
 use crate::flight::{ReconFlightSql, sql_info};
+use crate::table_cache::CacheBudget;
 use crate::warehouse::Warehouse;
 
 /// Largest gRPC message the server accepts (bulk ingest batches, parameters).
@@ -42,17 +43,27 @@ impl RunningServer {
     }
 }
 
-/// Builds the session (warehouse, batch tables, functions) and the query engine.
-pub fn build_engine(config: &Config) -> anyhow::Result<QueryEngine> {
+/// Builds the session (warehouse, batch tables, functions) and the query
+/// engine, and starts loading the batch tables into memory in the background.
+pub async fn build_engine(config: &Config) -> anyhow::Result<QueryEngine> {
     let warehouse = Warehouse::open(&config.warehouse)?;
-    let ctx = crate::catalog_context(&config.rules, &warehouse)?;
+    let budget = CacheBudget::new(
+        usize::try_from(config.tables.cache_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+    );
+    let (ctx, tables) = crate::catalog_context(&config.rules, &warehouse, &budget)?;
     info!(warehouse = %warehouse.root(), "warehouse opened");
+    let state = ctx.state();
+    for table in tables {
+        if let Err(e) = table.warm(&state).await {
+            warn!(error = %e, "cannot list a batch table; it is read from Parquet");
+        }
+    }
     Ok(QueryEngine::new(ctx, config.limits.clone()))
 }
 
 /// Binds the Flight SQL address and starts serving in the background.
 pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
-    let engine = build_engine(config)?;
+    let engine = build_engine(config).await?;
     let credentials = config.auth.user.clone().zip(config.auth.password.clone());
     let auth = Arc::new(Authenticator::new(
         credentials,

@@ -6,6 +6,8 @@
 //! is simply empty and fills in when files arrive — no restart. Every file is read
 //! through the contract schema: columns a file lacks (e.g. `policy_data.merchant_id`
 //! in seed files) read as NULL, compatible types (Float32 amounts) are cast.
+//! Decoded data is kept in memory while the files stay the same
+//! ([`crate::table_cache`]).
 
 use std::sync::Arc;
 
@@ -15,6 +17,9 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::error::Result;
 use datafusion::prelude::SessionContext;
 
+use datafusion::datasource::TableProvider;
+
+use crate::table_cache::{CacheBudget, CachedTable};
 use crate::warehouse::Warehouse;
 
 /// Folder of the batch tables under the warehouse root.
@@ -78,14 +83,29 @@ pub fn batch_location(table: &str) -> String {
 }
 
 /// Registers the four batch tables in `ctx` (the warehouse's store must already
-/// be registered with the context's runtime).
-pub fn register_batch_tables(ctx: &SessionContext, warehouse: &Warehouse) -> Result<()> {
+/// be registered with the context's runtime), each with an in-memory copy
+/// drawing on `budget` (see [`crate::table_cache`]). Returns them for warming.
+pub fn register_batch_tables(
+    ctx: &SessionContext,
+    warehouse: &Warehouse,
+    budget: &CacheBudget,
+) -> Result<Vec<Arc<CachedTable>>> {
+    let mut tables = Vec::new();
     for table in BATCH_TABLES {
         let schema = batch_schema(table).expect("every BATCH_TABLES entry has a schema");
-        let provider = parquet_table(warehouse, &batch_location(table), schema)?;
-        ctx.register_table(table, provider)?;
+        let location = batch_location(table);
+        let listing = parquet_table(warehouse, &location, schema)?;
+        let cached = Arc::new(CachedTable::new(
+            table,
+            listing,
+            warehouse.store(),
+            warehouse.path(&location)?,
+            budget.clone(),
+        ));
+        ctx.register_table(table, Arc::clone(&cached) as Arc<dyn TableProvider>)?;
+        tables.push(cached);
     }
-    Ok(())
+    Ok(tables)
 }
 
 /// A listing table over one Parquet file or a folder of them, read as `schema`.

@@ -69,6 +69,67 @@ async fn batch_tables_read_every_layout_and_pick_up_new_files() {
     server.stop().await;
 }
 
+/// Whether `table` is currently read from its in-memory copy.
+async fn served_from_memory(
+    client: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+    table_name: &str,
+) -> bool {
+    let plan = query(client, &format!("EXPLAIN SELECT * FROM {table_name}"))
+        .await
+        .unwrap();
+    table(&plan).contains("partition_sizes=") // how EXPLAIN shows an in-memory scan
+}
+
+async fn wait_for_memory(
+    client: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+    table_name: &str,
+) {
+    for _ in 0..100 {
+        if served_from_memory(client, table_name).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{table_name} was not cached within 10 s");
+}
+
+#[tokio::test]
+async fn cached_tables_follow_file_changes() {
+    let server = TestServer::start(|_| {}).await;
+    let mut client = server.sql_client().await;
+    let count = "SELECT count(*) AS n FROM merchants";
+    wait_for_memory(&mut client, "merchants").await;
+    assert!(table(&query(&mut client, count).await.unwrap()).contains("| 3 |"));
+    // A new part file: the very next query reads Parquet and sees it...
+    write_parquet(
+        &server
+            .warehouse
+            .path()
+            .join("batch_parquet_data/merchants.parquet/part-00002-b.snappy.parquet"),
+        &recon_integration_tests::batch(vec![(
+            "merchant_id",
+            recon_integration_tests::strings(&[Some("MCH-D004")]),
+        )]),
+    );
+    assert!(!served_from_memory(&mut client, "merchants").await);
+    assert!(table(&query(&mut client, count).await.unwrap()).contains("| 4 |"));
+    // ...and the copy is rebuilt from the new file set.
+    wait_for_memory(&mut client, "merchants").await;
+    assert!(table(&query(&mut client, count).await.unwrap()).contains("| 4 |"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn no_cache_when_its_budget_is_zero() {
+    let server = TestServer::start(|c| c.tables.cache_mb = 0).await;
+    let mut client = server.sql_client().await;
+    for _ in 0..5 {
+        assert!(!served_from_memory(&mut client, "merchants").await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn one_query_calls_all_five_functions() {
     let server = TestServer::start(|_| {}).await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 
@@ -81,6 +81,9 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
 
     let listener = TcpListener::bind(config.flight_addr).await?;
     let flight_addr = listener.local_addr()?;
+    // No Nagle: small replies (FlightInfo, first batches) go out at once instead
+    // of waiting for the peer's delayed ACK (~40 ms).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut builder = Server::builder();
     if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
         let identity = Identity::from_pem(std::fs::read(cert)?, std::fs::read(key)?);
@@ -92,7 +95,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     let (shutdown, mut stop) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
             .await?;

@@ -149,6 +149,7 @@ fn write_statements(root: &Path, rows: usize) -> PathBuf {
 /// The figures of one system: the best of `runs` pulls, and its peak RSS.
 #[derive(Debug, Clone, Copy)]
 struct Figures {
+    planned: Duration,
     rows: usize,
     bytes: usize,
     total: Duration,
@@ -163,10 +164,11 @@ impl Figures {
 
     fn print(&self, name: &str) {
         println!(
-            "{name:6} rows {:>9}  {:>6.2} M rows/s  {:>7.1} MB/s  first batch {:>7.1} ms  total {:>6.2} s  server peak RSS {}",
+            "{name:6} rows {:>9}  {:>6.2} M rows/s  {:>7.1} MB/s  FlightInfo {:>6.1} ms  first batch {:>7.1} ms  total {:>6.2} s  server peak RSS {}",
             self.rows,
             self.rows_per_sec() / 1e6,
             self.bytes as f64 / 1e6 / self.total.as_secs_f64(),
+            self.planned.as_secs_f64() * 1e3,
             self.first_batch.as_secs_f64() * 1e3,
             self.total.as_secs_f64(),
             self.peak_rss_kib
@@ -185,6 +187,7 @@ async fn pull(url: &str) -> Figures {
     let mut client = FlightSqlServiceClient::new(channel);
     let start = Instant::now();
     let info = client.execute(SQL.into(), None).await.unwrap();
+    let planned = start.elapsed();
     let mut rows = 0;
     let bytes = Arc::new(AtomicUsize::new(0));
     let mut first_batch = None;
@@ -211,6 +214,7 @@ async fn pull(url: &str) -> Figures {
         }
     }
     Figures {
+        planned,
         rows,
         bytes: bytes.load(Ordering::Relaxed),
         total: start.elapsed(),

@@ -18,6 +18,10 @@ use crate::flight::{ReconFlightSql, sql_info};
 use crate::table_cache::CacheBudget;
 use crate::warehouse::Warehouse;
 
+/// How long shutdown waits for running calls (e.g. a client reading a long
+/// result) before it drops them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Largest gRPC message the server accepts (bulk ingest batches, parameters).
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
@@ -122,9 +126,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::select! {
         result = shutdown_signal() => {
             result?;
-            info!("shutting down: finishing running calls");
+            info!("shutting down: finishing running calls (at most {} s)", SHUTDOWN_GRACE.as_secs());
             let _ = shutdown.send(true);
-            task.await??;
+            match tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await {
+                Ok(result) => result??,
+                Err(_) => {
+                    warn!("calls still running after the grace period; stopping them");
+                    task.abort();
+                }
+            }
         }
         result = &mut task => result??,
     }

@@ -174,7 +174,17 @@ impl QueryEngine {
     }
 
     /// Parses and plans one statement; `?` placeholders become `$1, $2, …`.
+    /// A refused statement is logged (and counted) here, as its query line.
     pub async fn plan(&self, sql: &str) -> Result<(LogicalPlan, StatementKind), Status> {
+        let result = self.plan_inner(sql).await;
+        if let Err(status) = &result {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            warn!(code = ?status.code(), error = %status.message(), sql = %preview(sql), "query refused");
+        }
+        result
+    }
+
+    async fn plan_inner(&self, sql: &str) -> Result<(LogicalPlan, StatementKind), Status> {
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
         let mut statement = state

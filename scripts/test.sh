@@ -18,6 +18,11 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
 fi
+# The Kafka-protocol broker the ingest tests start (DESIGN §10); built once.
+if ! command -v tansu >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" ]; then
+  echo "installing the tansu broker (once, 10-20 minutes)"
+  cargo install tansu --locked --features dynostore
+fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
 
 echo "== cargo fmt --check"

@@ -30,6 +30,8 @@ pub struct Config {
     pub tls: Tls,
     /// How batch tables are held.
     pub tables: Tables,
+    /// Kafka ingest (off unless brokers are set).
+    pub kafka: Kafka,
     /// Business rules of the five reconciliation functions.
     pub rules: Rules,
 }
@@ -95,6 +97,31 @@ impl Default for Tables {
     }
 }
 
+/// Kafka ingest of the transactions topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Kafka {
+    /// Bootstrap servers `HOST:PORT[,HOST:PORT]`; unset = no ingest.
+    pub brokers: Option<String>,
+    /// The topic of transaction events.
+    pub topic: String,
+    /// Consumer group id (offsets are committed there only for lag tools).
+    pub group_id: String,
+    /// Records larger than this go to `transactions_rejects`.
+    pub max_record_bytes: usize,
+}
+
+impl Default for Kafka {
+    fn default() -> Self {
+        Self {
+            brokers: None,
+            topic: "transactions_topic".into(),
+            group_id: "recon".into(),
+            max_record_bytes: 1 << 20,
+        }
+    }
+}
+
 /// TLS certificate and key (PEM files) for the Flight SQL endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -115,6 +142,7 @@ impl Default for Config {
             limits: Limits::default(),
             tls: Tls::default(),
             tables: Tables::default(),
+            kafka: Kafka::default(),
             rules: Rules::default(),
         }
     }
@@ -204,6 +232,18 @@ pub struct ConfigArgs {
     /// tables.cache_mb: decoded batch-table data kept in memory, 0 = off [default: 4096].
     #[arg(long, env = "RECON_TABLE_CACHE_MB", value_name = "MIB")]
     pub table_cache_mb: Option<u64>,
+    /// kafka.brokers: bootstrap servers HOST:PORT; turns Kafka ingest on.
+    #[arg(long, env = "RECON_KAFKA_BROKERS", value_name = "HOST:PORT")]
+    pub kafka_brokers: Option<String>,
+    /// kafka.topic: the transactions topic [default: transactions_topic].
+    #[arg(long, env = "RECON_KAFKA_TOPIC", value_name = "TOPIC")]
+    pub kafka_topic: Option<String>,
+    /// kafka.group_id: consumer group for lag tools [default: recon].
+    #[arg(long, env = "RECON_KAFKA_GROUP_ID", value_name = "GROUP")]
+    pub kafka_group_id: Option<String>,
+    /// kafka.max_record_bytes: larger records are rejected [default: 1048576].
+    #[arg(long, env = "RECON_KAFKA_MAX_RECORD_BYTES", value_name = "BYTES")]
+    pub kafka_max_record_bytes: Option<usize>,
     /// rules.risk_threshold: fraud score above which flag_compliance says high risk [default: 0.8].
     #[arg(long, env = "RECON_RISK_THRESHOLD")]
     pub risk_threshold: Option<f64>,
@@ -283,6 +323,12 @@ impl ConfigArgs {
             config.tls.key = a.tls_key;
         }
         set(&mut config.tables.cache_mb, a.table_cache_mb);
+        if a.kafka_brokers.is_some() {
+            config.kafka.brokers = a.kafka_brokers;
+        }
+        set(&mut config.kafka.topic, a.kafka_topic);
+        set(&mut config.kafka.group_id, a.kafka_group_id);
+        set(&mut config.kafka.max_record_bytes, a.kafka_max_record_bytes);
         let rules = &mut config.rules;
         set(&mut rules.risk_threshold, a.risk_threshold);
         set(&mut rules.high_risk_words, a.high_risk_words);

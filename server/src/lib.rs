@@ -9,10 +9,12 @@
 //! - [`tables`]: the batch tables' contract schemas and listing tables.
 //! - [`table_cache`]: in-memory copies of batch tables, refreshed when files change.
 //! - [`flight`]: the Arrow Flight SQL service.
+//! - [`ingest`]: Kafka → the live `transactions` tables.
 //! - [`serve`]: `recon serve` — start, run, shut down.
 
 pub mod config;
 pub mod flight;
+pub mod ingest;
 pub mod serve;
 pub mod table_cache;
 pub mod tables;

@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::flight::auth::{AuthLayer, Authenticator};
 use crate::flight::queries::QueryEngine;
 use crate::flight::{ReconFlightSql, sql_info};
+use crate::ingest::IngestTables;
 use crate::table_cache::CacheBudget;
 use crate::warehouse::Warehouse;
 
@@ -47,9 +48,10 @@ impl RunningServer {
     }
 }
 
-/// Builds the session (warehouse, batch tables, functions) and the query
-/// engine, and starts loading the batch tables into memory in the background.
-pub async fn build_engine(config: &Config) -> anyhow::Result<QueryEngine> {
+/// Builds the session (warehouse, batch tables, ingest tables, functions) and
+/// the query engine, and starts loading the batch tables into memory in the
+/// background.
+pub async fn build_engine(config: &Config) -> anyhow::Result<(QueryEngine, IngestTables)> {
     let warehouse = Warehouse::open(&config.warehouse)?;
     let budget = CacheBudget::new(
         usize::try_from(config.tables.cache_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
@@ -62,12 +64,13 @@ pub async fn build_engine(config: &Config) -> anyhow::Result<QueryEngine> {
             warn!(error = %e, "cannot list a batch table; it is read from Parquet");
         }
     }
-    Ok(QueryEngine::new(ctx, config.limits.clone()))
+    let ingest_tables = crate::ingest::register(&ctx).await?;
+    Ok((QueryEngine::new(ctx, config.limits.clone()), ingest_tables))
 }
 
 /// Binds the Flight SQL address and starts serving in the background.
 pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
-    let engine = build_engine(config).await?;
+    let (engine, ingest_tables) = build_engine(config).await?;
     let credentials = config.auth.user.clone().zip(config.auth.password.clone());
     let auth = Arc::new(Authenticator::new(
         credentials,
@@ -97,12 +100,22 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         .layer(AuthLayer::new(Arc::clone(&auth)))
         .add_service(flight);
     let (shutdown, mut stop) = tokio::sync::watch::channel(false);
+    let ingest = config.kafka.brokers.is_some().then(|| {
+        tokio::spawn(crate::ingest::consumer::run(
+            config.kafka.clone(),
+            ingest_tables,
+            shutdown.subscribe(),
+        ))
+    });
     let task = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
             .await?;
+        if let Some(ingest) = ingest {
+            ingest.await?;
+        }
         Ok(())
     });
     info!(

@@ -247,3 +247,105 @@ pub fn table(batches: &[RecordBatch]) -> String {
         .expect("printable")
         .to_string()
 }
+
+/// A tansu broker (a real Kafka-protocol broker, in-memory storage) on a free
+/// loopback port; killed when dropped. Needs `tansu` on PATH or in
+/// `~/.cargo/bin` (`scripts/test.sh` installs it).
+#[derive(Debug)]
+pub struct Broker {
+    /// `127.0.0.1:PORT`.
+    pub address: String,
+    child: std::process::Child,
+}
+
+impl Broker {
+    /// Starts the broker and waits until it accepts connections.
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let url = format!("tcp://{address}");
+        let child = std::process::Command::new(tansu_binary())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/", "--silent"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start tansu (cargo install tansu --locked --features dynostore)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tansu did not listen within 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Self { address, child }
+    }
+
+    /// Creates `topic` with `partitions` partitions.
+    pub async fn create_topic(&self, topic: &str, partitions: i32) {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<_> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.address)
+            .create()
+            .expect("admin client");
+        let results = admin
+            .create_topics(
+                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await
+            .expect("create_topics");
+        for r in results {
+            r.expect("topic created");
+        }
+    }
+
+    /// A producer that waits for every write.
+    pub fn producer(&self) -> rdkafka::producer::FutureProducer {
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.address)
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer")
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tansu_binary() -> std::path::PathBuf {
+    if let Ok(bin) = std::env::var("TANSU_BIN") {
+        return bin.into();
+    }
+    let home = std::env::var("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|h| std::path::Path::new(&h).join(".cargo")))
+        .unwrap_or_default();
+    let installed = home.join("bin/tansu");
+    if installed.exists() {
+        installed
+    } else {
+        "tansu".into()
+    }
+}
+
+/// A transaction event in the seed's JSON shape.
+pub fn event_json(id: &str, merchant: &str, amount: f64, status: &str, time: &str) -> String {
+    format!(
+        r#"{{"transaction_id": "{id}", "merchant_id": "{merchant}", "user_id": "USR-{id}", "amount": {amount}, "currency": "EUR", "status": "{status}", "event_time": "{time}"}}"#
+    )
+}

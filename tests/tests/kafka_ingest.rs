@@ -1,0 +1,120 @@
+//! Kafka ingest against a real broker (tansu): produced events become queryable
+//! through Flight SQL, malformed records land in `transactions_rejects` with a
+//! reason, and `transactions_latest` keeps the latest event per transaction.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::time::{Duration, Instant};
+
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use rdkafka::producer::FutureRecord;
+use recon_integration_tests::{Broker, TestServer, event_json, query, table};
+use tonic::transport::Channel;
+
+async fn produce(broker: &Broker, topic: &str, records: &[(Option<&str>, Vec<u8>)]) {
+    let producer = broker.producer();
+    for (key, payload) in records {
+        let mut record = FutureRecord::<str, [u8]>::to(topic).payload(payload.as_slice());
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+}
+
+/// Polls `sql` until it prints `expected` (or fails after 30 s).
+async fn eventually(client: &mut FlightSqlServiceClient<Channel>, sql: &str, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = table(&query(client, sql).await.unwrap());
+        if got == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sql}\nexpected:\n{expected}\ngot:\n{got}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn produced_events_are_queryable_and_bad_records_rejected() {
+    let broker = Broker::start();
+    let topic = "transactions_topic";
+    broker.create_topic(topic, 2).await;
+    let address = broker.address.clone();
+    let server = TestServer::start(move |c| c.kafka.brokers = Some(address)).await;
+    let mut client = server.sql_client().await;
+
+    let t0 = "2026-11-24T10:00:00";
+    let t1 = "2026-11-24T10:05:00";
+    produce(
+        &broker,
+        topic,
+        &[
+            (
+                Some("T-1"),
+                event_json("T-1", "MCH-A1", 10.0, "PENDING", t0).into_bytes(),
+            ),
+            (
+                Some("T-2"),
+                event_json("T-2", "MCH-B2", 20.5, "APPROVED", t0).into_bytes(),
+            ),
+            (
+                Some("T-1"),
+                event_json("T-1", "MCH-A1", 10.0, "APPROVED", t1).into_bytes(),
+            ),
+            (Some("bad-1"), b"{not json".to_vec()),
+            (Some("bad-2"), br#"{"transaction_id": "T-9"}"#.to_vec()),
+            (
+                None,
+                event_json("T-3", "MCH-A1", 1.0, "LOST", t0).into_bytes(),
+            ),
+        ],
+    )
+    .await;
+
+    eventually(
+        &mut client,
+        "SELECT transaction_id, status, amount FROM transactions_latest ORDER BY 1",
+        "+----------------+----------+--------+\n\
+         | transaction_id | status   | amount |\n\
+         +----------------+----------+--------+\n\
+         | T-1            | APPROVED | 10.0   |\n\
+         | T-2            | APPROVED | 20.5   |\n\
+         +----------------+----------+--------+",
+    )
+    .await;
+    eventually(
+        &mut client,
+        "SELECT count(*) AS events, count(DISTINCT (kafka_partition, kafka_offset)) AS distinct_positions FROM transactions",
+        "+--------+--------------------+\n\
+         | events | distinct_positions |\n\
+         +--------+--------------------+\n\
+         | 3      | 3                  |\n\
+         +--------+--------------------+",
+    )
+    .await;
+    eventually(
+        &mut client,
+        "SELECT key, \
+                CASE WHEN error LIKE '%missing field%' THEN 'missing' \
+                     WHEN error LIKE 'invalid transaction JSON%' THEN 'json' \
+                     WHEN error LIKE 'status%' THEN 'status' ELSE error END AS reason \
+         FROM transactions_rejects ORDER BY reason",
+        "+-------+---------+\n\
+         | key   | reason  |\n\
+         +-------+---------+\n\
+         | bad-1 | json    |\n\
+         | bad-2 | missing |\n\
+         |       | status  |\n\
+         +-------+---------+",
+    )
+    .await;
+    server.stop().await;
+}

@@ -109,6 +109,10 @@ pub struct Kafka {
     pub group_id: String,
     /// Records larger than this go to `transactions_rejects`.
     pub max_record_bytes: usize,
+    /// Seconds between flushes of the live tail to Parquet segments.
+    pub flush_interval_secs: u64,
+    /// Unflushed rows that trigger a flush before the interval is up.
+    pub flush_rows: usize,
 }
 
 impl Default for Kafka {
@@ -118,6 +122,8 @@ impl Default for Kafka {
             topic: "transactions_topic".into(),
             group_id: "recon".into(),
             max_record_bytes: 1 << 20,
+            flush_interval_secs: 5,
+            flush_rows: 200_000,
         }
     }
 }
@@ -244,6 +250,12 @@ pub struct ConfigArgs {
     /// kafka.max_record_bytes: larger records are rejected [default: 1048576].
     #[arg(long, env = "RECON_KAFKA_MAX_RECORD_BYTES", value_name = "BYTES")]
     pub kafka_max_record_bytes: Option<usize>,
+    /// kafka.flush_interval_secs: seconds between Parquet flushes of the tail [default: 5].
+    #[arg(long, env = "RECON_KAFKA_FLUSH_INTERVAL_SECS", value_name = "SECS")]
+    pub kafka_flush_interval_secs: Option<u64>,
+    /// kafka.flush_rows: unflushed rows that trigger an early flush [default: 200000].
+    #[arg(long, env = "RECON_KAFKA_FLUSH_ROWS", value_name = "ROWS")]
+    pub kafka_flush_rows: Option<usize>,
     /// rules.risk_threshold: fraud score above which flag_compliance says high risk [default: 0.8].
     #[arg(long, env = "RECON_RISK_THRESHOLD")]
     pub risk_threshold: Option<f64>,
@@ -329,6 +341,11 @@ impl ConfigArgs {
         set(&mut config.kafka.topic, a.kafka_topic);
         set(&mut config.kafka.group_id, a.kafka_group_id);
         set(&mut config.kafka.max_record_bytes, a.kafka_max_record_bytes);
+        set(
+            &mut config.kafka.flush_interval_secs,
+            a.kafka_flush_interval_secs,
+        );
+        set(&mut config.kafka.flush_rows, a.kafka_flush_rows);
         let rules = &mut config.rules;
         set(&mut rules.risk_threshold, a.risk_threshold);
         set(&mut rules.high_risk_words, a.high_risk_words);

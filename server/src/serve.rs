@@ -16,6 +16,7 @@ use crate::flight::auth::{AuthLayer, Authenticator};
 use crate::flight::queries::QueryEngine;
 use crate::flight::{ReconFlightSql, sql_info};
 use crate::ingest::IngestTables;
+use crate::ingest::segments::SegmentStore;
 use crate::table_cache::CacheBudget;
 use crate::warehouse::Warehouse;
 
@@ -51,7 +52,9 @@ impl RunningServer {
 /// Builds the session (warehouse, batch tables, ingest tables, functions) and
 /// the query engine, and starts loading the batch tables into memory in the
 /// background.
-pub async fn build_engine(config: &Config) -> anyhow::Result<(QueryEngine, IngestTables)> {
+pub async fn build_engine(
+    config: &Config,
+) -> anyhow::Result<(QueryEngine, IngestTables, Warehouse)> {
     let warehouse = Warehouse::open(&config.warehouse)?;
     let budget = CacheBudget::new(
         usize::try_from(config.tables.cache_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
@@ -65,12 +68,16 @@ pub async fn build_engine(config: &Config) -> anyhow::Result<(QueryEngine, Inges
         }
     }
     let ingest_tables = crate::ingest::register(&ctx).await?;
-    Ok((QueryEngine::new(ctx, config.limits.clone()), ingest_tables))
+    Ok((
+        QueryEngine::new(ctx, config.limits.clone()),
+        ingest_tables,
+        warehouse,
+    ))
 }
 
 /// Binds the Flight SQL address and starts serving in the background.
 pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
-    let (engine, ingest_tables) = build_engine(config).await?;
+    let (engine, ingest_tables, warehouse) = build_engine(config).await?;
     let credentials = config.auth.user.clone().zip(config.auth.password.clone());
     let auth = Arc::new(Authenticator::new(
         credentials,
@@ -100,13 +107,18 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         .layer(AuthLayer::new(Arc::clone(&auth)))
         .add_service(flight);
     let (shutdown, mut stop) = tokio::sync::watch::channel(false);
-    let ingest = config.kafka.brokers.is_some().then(|| {
-        tokio::spawn(crate::ingest::consumer::run(
-            config.kafka.clone(),
-            ingest_tables,
-            shutdown.subscribe(),
-        ))
-    });
+    let ingest = match &config.kafka.brokers {
+        Some(_) => {
+            let segments = SegmentStore::new(&warehouse, &config.kafka.topic)?;
+            Some(tokio::spawn(crate::ingest::consumer::run(
+                config.kafka.clone(),
+                ingest_tables,
+                segments,
+                shutdown.subscribe(),
+            )))
+        }
+        None => None,
+    };
     let task = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(incoming, async move {

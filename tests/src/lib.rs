@@ -164,10 +164,16 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server; `adjust` may change the configuration first.
+    /// Starts a server over a new sample warehouse; `adjust` may change the
+    /// configuration first.
     pub async fn start(adjust: impl FnOnce(&mut Config)) -> Self {
         let warehouse = tempfile::tempdir().expect("tempdir");
         write_sample_warehouse(warehouse.path());
+        Self::start_in(warehouse, adjust).await
+    }
+
+    /// Starts a server over an existing warehouse folder (e.g. after a restart).
+    pub async fn start_in(warehouse: tempfile::TempDir, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config {
             warehouse: warehouse.path().display().to_string(),
             flight_addr: "127.0.0.1:0".parse().expect("addr"),
@@ -208,6 +214,12 @@ impl TestServer {
     /// Stops the server and waits for it.
     pub async fn stop(self) {
         self.server.stop().await.expect("clean stop");
+    }
+
+    /// Stops the server and hands back its warehouse, for a restart.
+    pub async fn stop_keeping_warehouse(self) -> tempfile::TempDir {
+        self.server.stop().await.expect("clean stop");
+        self.warehouse
     }
 }
 

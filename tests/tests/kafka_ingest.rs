@@ -118,3 +118,62 @@ async fn produced_events_are_queryable_and_bad_records_rejected() {
     .await;
     server.stop().await;
 }
+
+/// `count(*)` and the number of distinct (partition, offset) of `transactions`.
+const COUNTS: &str =
+    "SELECT count(*) AS n, count(DISTINCT (kafka_partition, kafka_offset)) AS d FROM transactions";
+
+fn counts(n: usize) -> String {
+    let width = n.to_string().len().max(1);
+    let pad = |s: &str| format!("{s:<width$}");
+    format!(
+        "+{line}+{line}+\n| {n_h} | {d_h} |\n+{line}+{line}+\n| {n} | {d} |\n+{line}+{line}+",
+        line = "-".repeat(width + 2),
+        n_h = pad("n"),
+        d_h = pad("d"),
+        n = pad(&n.to_string()),
+        d = pad(&n.to_string()),
+    )
+}
+
+#[tokio::test]
+async fn a_restart_loses_nothing_and_duplicates_nothing() {
+    let broker = Broker::start();
+    let topic = "transactions_topic";
+    broker.create_topic(topic, 3).await;
+    let batch = |from: usize, to: usize| -> Vec<(Option<&'static str>, Vec<u8>)> {
+        (from..to)
+            .map(|i| {
+                let id = format!("T-{i}");
+                (
+                    None,
+                    event_json(&id, "MCH-A1", i as f64, "PENDING", "2026-11-24T10:00:00")
+                        .into_bytes(),
+                )
+            })
+            .collect()
+    };
+    let address = broker.address.clone();
+    let with_broker = move |c: &mut recon_server::config::Config| {
+        c.kafka.brokers = Some(address.clone());
+        c.kafka.flush_interval_secs = 1;
+    };
+    let server = TestServer::start(with_broker.clone()).await;
+    let mut client = server.sql_client().await;
+    produce(&broker, topic, &batch(0, 300)).await;
+    eventually(&mut client, COUNTS, &counts(300)).await;
+    let warehouse = server.stop_keeping_warehouse().await;
+    let segments = std::fs::read_dir(warehouse.path().join("output/partial_stream_index"))
+        .unwrap()
+        .count();
+    assert!(segments >= 1, "the tail was flushed to Parquet segments");
+
+    // Events produced while the server is down are picked up after the restart.
+    produce(&broker, topic, &batch(300, 400)).await;
+    let server = TestServer::start_in(warehouse, with_broker).await;
+    let mut client = server.sql_client().await;
+    eventually(&mut client, COUNTS, &counts(400)).await;
+    produce(&broker, topic, &batch(400, 450)).await;
+    eventually(&mut client, COUNTS, &counts(450)).await;
+    server.stop().await;
+}

@@ -1,15 +1,19 @@
-//! The Kafka consumer: assigns itself every partition of the topic (starting
-//! from the beginning until checkpoints exist), looks for new partitions every
-//! [`DISCOVERY_INTERVAL`], and turns what arrives into small Arrow batches at
-//! least every [`BATCH_WAIT`] so events are queryable well within a second.
-//! An unreachable broker is retried by librdkafka; the server keeps serving.
+//! The Kafka consumer: recovers the persisted segments, assigns itself every
+//! partition of the topic at its checkpointed offset (new partitions from the
+//! beginning), looks for new partitions every [`DISCOVERY_INTERVAL`], turns what
+//! arrives into small Arrow batches at least every [`BATCH_WAIT`] so events are
+//! queryable well within a second, and flushes the tail to Parquet segments every
+//! `flush_interval_secs` / `flush_rows` ([`super::segments`]). The checkpoint is
+//! the truth about where ingest stands; offsets are also committed to the group,
+//! for lag tools only. An unreachable broker is retried by librdkafka; the server
+//! keeps serving.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -18,6 +22,7 @@ use tracing::{info, warn};
 
 use super::IngestTables;
 use super::decode::{Decoder, RawRecord};
+use super::segments::{Checkpoint, Ranges, SegmentStore};
 use crate::config::Kafka;
 
 /// How often the topic's partition list is read again.
@@ -49,9 +54,11 @@ fn consumer(config: &Kafka) -> Result<StreamConsumer, KafkaError> {
 }
 
 /// Assigns partitions of the topic not assigned yet; returns how many were added.
+/// Partitions in `resume` start at their checkpointed offset, others at the beginning.
 async fn discover(
     consumer: &Arc<StreamConsumer>,
     topic: &str,
+    resume: &std::collections::BTreeMap<i32, i64>,
     assigned: &mut BTreeSet<i32>,
 ) -> Result<usize, String> {
     let c = Arc::clone(consumer);
@@ -75,7 +82,10 @@ async fn discover(
         if !assigned.insert(p) {
             continue;
         }
-        new.add_partition_offset(topic, p, Offset::Beginning)
+        let start = resume
+            .get(&p)
+            .map_or(Offset::Beginning, |&n| Offset::Offset(n));
+        new.add_partition_offset(topic, p, start)
             .map_err(|e| e.to_string())?;
     }
     let added = new.count();
@@ -88,8 +98,119 @@ async fn discover(
     Ok(added)
 }
 
-/// Runs ingest until `stop` turns true.
-pub async fn run(config: Kafka, tables: IngestTables, mut stop: watch::Receiver<bool>) {
+/// The consumer loop's state between records.
+struct Ingest {
+    config: Kafka,
+    tables: IngestTables,
+    segments: SegmentStore,
+    checkpoint: Checkpoint,
+    consumer: Arc<StreamConsumer>,
+    assigned: BTreeSet<i32>,
+    decoder: Decoder,
+    /// Records pushed to the decoder but not yet appended to the live tables.
+    pending: usize,
+    batch_started: Instant,
+    /// Offsets consumed since the last flush, per partition.
+    ranges: Ranges,
+    last_flush: Instant,
+}
+
+impl Ingest {
+    fn take(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) {
+        if self.pending == 0 {
+            self.batch_started = Instant::now();
+        }
+        let (partition, offset) = (message.partition(), message.offset());
+        self.decoder.push(
+            &RawRecord {
+                partition,
+                offset,
+                key: message.key(),
+                payload: message.payload(),
+            },
+            now_micros(),
+        );
+        self.pending += 1;
+        self.ranges
+            .entry(partition)
+            .and_modify(|r| r.1 = offset)
+            .or_insert((offset, offset));
+    }
+
+    /// Makes decoded records visible to queries.
+    fn publish(&mut self) {
+        if self.pending > 0 {
+            let decoded = self.decoder.finish();
+            self.tables.transactions.append(decoded.transactions);
+            self.tables.rejects.append(decoded.rejects);
+            self.pending = 0;
+        }
+    }
+
+    fn flush_due(&self) -> bool {
+        !self.ranges.is_empty()
+            && (self.last_flush.elapsed() >= Duration::from_secs(self.config.flush_interval_secs)
+                || self.tables.transactions.unflushed_rows() >= self.config.flush_rows)
+    }
+
+    /// Persists everything consumed since the last flush (segments, then the
+    /// checkpoint). On failure the records stay unflushed and are retried.
+    async fn flush(&mut self) {
+        self.publish();
+        self.last_flush = Instant::now();
+        if self.ranges.is_empty() {
+            return;
+        }
+        let (transactions, t_mark) = self.tables.transactions.unflushed();
+        let (rejects, r_mark) = self.tables.rejects.unflushed();
+        let started = Instant::now();
+        match self
+            .segments
+            .commit(&self.ranges, &transactions, &rejects, &mut self.checkpoint)
+            .await
+        {
+            Ok(files) => {
+                self.tables.transactions.mark_flushed(t_mark);
+                self.tables.rejects.mark_flushed(r_mark);
+                let rows: usize = transactions.iter().map(|b| b.num_rows()).sum();
+                info!(
+                    files,
+                    rows,
+                    ms = started.elapsed().as_millis() as u64,
+                    "tail flushed"
+                );
+                self.ranges.clear();
+                self.commit_group_offsets();
+            }
+            Err(e) => warn!(error = %e, "flush failed; retrying at the next interval"),
+        }
+    }
+
+    /// Tells the consumer group where we are, for external lag tools only.
+    fn commit_group_offsets(&self) {
+        let mut list = TopicPartitionList::new();
+        for (&partition, &next) in &self.checkpoint.next_offsets {
+            if list
+                .add_partition_offset(&self.config.topic, partition, Offset::Offset(next))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if let Err(e) = self.consumer.commit(&list, CommitMode::Async) {
+            warn!(error = %e, "cannot commit offsets to the group (lag tools only)");
+        }
+    }
+}
+
+/// Runs ingest until `stop` turns true: recovers persisted segments, resumes
+/// after the checkpoint, consumes, flushes, and flushes once more at the end.
+pub async fn run(
+    config: Kafka,
+    tables: IngestTables,
+    segments: SegmentStore,
+    mut stop: watch::Receiver<bool>,
+) {
     let consumer = match consumer(&config) {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -97,45 +218,49 @@ pub async fn run(config: Kafka, tables: IngestTables, mut stop: watch::Receiver<
             return;
         }
     };
-    info!(brokers = config.brokers.as_deref().unwrap_or_default(), topic = %config.topic, "Kafka ingest starting");
-    let mut assigned = BTreeSet::new();
-    let mut next_discovery = Instant::now();
-    let mut decoder = Decoder::new(config.max_record_bytes);
-    let mut pending = 0usize;
-    let mut batch_started = Instant::now();
-    loop {
-        if *stop.borrow() {
-            break;
+    let checkpoint = match recover(&segments, &tables).await {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "cannot read the ingest checkpoint or segments; ingest is off");
+            return;
         }
+    };
+    info!(brokers = config.brokers.as_deref().unwrap_or_default(), topic = %config.topic,
+          resume = ?checkpoint.next_offsets, "Kafka ingest starting");
+    let mut ingest = Ingest {
+        decoder: Decoder::new(config.max_record_bytes),
+        config,
+        tables,
+        segments,
+        checkpoint,
+        consumer,
+        assigned: BTreeSet::new(),
+        pending: 0,
+        batch_started: Instant::now(),
+        ranges: Ranges::new(),
+        last_flush: Instant::now(),
+    };
+    let mut next_discovery = Instant::now();
+    while !*stop.borrow() {
         if Instant::now() >= next_discovery {
-            if let Err(e) = discover(&consumer, &config.topic, &mut assigned).await {
+            let topic = ingest.config.topic.clone();
+            let resume = ingest.checkpoint.next_offsets.clone();
+            if let Err(e) = discover(&ingest.consumer, &topic, &resume, &mut ingest.assigned).await
+            {
                 warn!(error = %e, "partition discovery failed; retrying");
             }
             next_discovery = Instant::now() + DISCOVERY_INTERVAL;
         }
-        let wait = if pending == 0 {
+        let wait = if ingest.pending == 0 {
             BATCH_WAIT
         } else {
-            BATCH_WAIT.saturating_sub(batch_started.elapsed())
+            BATCH_WAIT.saturating_sub(ingest.batch_started.elapsed())
         };
+        let consumer = Arc::clone(&ingest.consumer);
         tokio::select! {
             _ = stop.changed() => {}
             received = tokio::time::timeout(wait, consumer.recv()) => match received {
-                Ok(Ok(message)) => {
-                    if pending == 0 {
-                        batch_started = Instant::now();
-                    }
-                    decoder.push(
-                        &RawRecord {
-                            partition: message.partition(),
-                            offset: message.offset(),
-                            key: message.key(),
-                            payload: message.payload(),
-                        },
-                        now_micros(),
-                    );
-                    pending += 1;
-                }
+                Ok(Ok(message)) => ingest.take(&message),
                 Ok(Err(e)) => {
                     warn!(error = %e, "Kafka receive error; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -143,17 +268,31 @@ pub async fn run(config: Kafka, tables: IngestTables, mut stop: watch::Receiver<
                 Err(_) => {}
             }
         }
-        if pending > 0 && (pending >= BATCH_MAX || batch_started.elapsed() >= BATCH_WAIT) {
-            let decoded = decoder.finish();
-            tables.transactions.append(decoded.transactions);
-            tables.rejects.append(decoded.rejects);
-            pending = 0;
+        if ingest.pending >= BATCH_MAX || ingest.batch_started.elapsed() >= BATCH_WAIT {
+            ingest.publish();
+        }
+        if ingest.flush_due() {
+            ingest.flush().await;
         }
     }
-    if pending > 0 {
-        let decoded = decoder.finish();
-        tables.transactions.append(decoded.transactions);
-        tables.rejects.append(decoded.rejects);
-    }
+    ingest.flush().await;
     info!("Kafka ingest stopped");
+}
+
+/// Reads the checkpoint and the committed segments back into the live tables.
+async fn recover(
+    segments: &SegmentStore,
+    tables: &IngestTables,
+) -> datafusion::error::Result<Checkpoint> {
+    let checkpoint = segments.load_checkpoint().await?;
+    let (transactions, rejects) = segments.recover(&checkpoint).await?;
+    let rows: usize = transactions.iter().map(|b| b.num_rows()).sum();
+    tables.transactions.append_flushed(transactions);
+    tables.rejects.append_flushed(rejects);
+    info!(
+        rows,
+        partitions = checkpoint.next_offsets.len(),
+        "ingest state recovered"
+    );
+    Ok(checkpoint)
 }

@@ -16,11 +16,18 @@ use datafusion::physical_plan::ExecutionPlan;
 /// How many partitions a scan of a live table is split into.
 const SCAN_PARTITIONS: usize = 2;
 
-/// An append-only table held in memory.
+/// An append-only table held in memory. It also remembers how many of its
+/// batches are persisted (see [`super::segments`]).
 #[derive(Debug)]
 pub struct LiveTable {
     schema: SchemaRef,
-    batches: RwLock<Vec<RecordBatch>>,
+    batches: RwLock<Batches>,
+}
+
+#[derive(Debug, Default)]
+struct Batches {
+    all: Vec<RecordBatch>,
+    flushed: usize,
 }
 
 impl LiveTable {
@@ -35,11 +42,42 @@ impl LiveTable {
     /// Appends a batch (ignored when empty); visible to the next query.
     pub fn append(&self, batch: RecordBatch) {
         if batch.num_rows() > 0 {
-            self.batches
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(batch);
+            self.write().all.push(batch);
         }
+    }
+
+    /// Appends batches read back from persisted segments (already flushed).
+    pub fn append_flushed(&self, batches: Vec<RecordBatch>) {
+        let mut b = self.write();
+        b.all
+            .extend(batches.into_iter().filter(|b| b.num_rows() > 0));
+        b.flushed = b.all.len();
+    }
+
+    /// The batches not persisted yet, and a mark to pass to [`Self::mark_flushed`].
+    pub fn unflushed(&self) -> (Vec<RecordBatch>, usize) {
+        let b = self.read();
+        (b.all[b.flushed..].to_vec(), b.all.len())
+    }
+
+    /// Records that every batch before `mark` is persisted.
+    pub fn mark_flushed(&self, mark: usize) {
+        let mut b = self.write();
+        b.flushed = b.flushed.max(mark.min(b.all.len()));
+    }
+
+    /// Rows not persisted yet.
+    pub fn unflushed_rows(&self) -> usize {
+        let b = self.read();
+        b.all[b.flushed..].iter().map(RecordBatch::num_rows).sum()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Batches> {
+        self.batches.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Batches> {
+        self.batches.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Rows held.
@@ -49,10 +87,7 @@ impl LiveTable {
 
     /// The batches appended so far.
     pub fn snapshot(&self) -> Vec<RecordBatch> {
-        self.batches
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.read().all.clone()
     }
 }
 

@@ -4,16 +4,17 @@
 //! - [`decode`]: records → Arrow, bad records → rejects with the reason.
 //! - [`live`]: the in-memory tables queries read.
 //! - [`consumer`]: the rdkafka consumer (manual assignment of every partition,
-//!   periodic discovery of new ones, small batches for sub-second freshness).
+//!   periodic discovery of new ones, small batches for sub-second freshness,
+//!   flushes, resume after the checkpoint).
+//! - [`segments`]: Parquet segments + checkpoint, committed exactly once.
 //!
-//! Not yet here (issue 4 continues): Parquet segments under
-//! `output/partial_stream_index/` with an atomic checkpoint, resume after a
-//! restart, the memory bound with pause/resume, and the ingest status table.
-//! Until then a restart re-reads the topic from the beginning.
+//! Not yet here (issue 4 continues): the memory bound with pause/resume and the
+//! ingest status table.
 
 pub mod consumer;
 pub mod decode;
 pub mod live;
+pub mod segments;
 
 use std::sync::Arc;
 

@@ -31,11 +31,12 @@ echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== benches, each case run once as a smoke test"
 cargo test --workspace --benches
-echo "== cargo test (unit, sqllogictest, CPython fidelity, Flight SQL end to end, doc tests)"
+echo "== cargo test (unit, sqllogictest, CPython fidelity, Flight SQL and Kafka end to end, doc tests)"
+# The crash test and the Python tests run the recon binary itself.
+cargo build --quiet -p recon-server --bin recon
 cargo test --workspace
 
 echo "== Python ADBC tests against the recon binary"
-cargo build --quiet -p recon-server --bin recon
 venv="${RECON_VENV:-$HOME/.cache/recon-venv}"
 requirements=tests/python/requirements.txt
 if ! cmp -s "$requirements" "$venv/requirements.txt" 2>/dev/null; then

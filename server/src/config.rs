@@ -113,6 +113,9 @@ pub struct Kafka {
     pub flush_interval_secs: u64,
     /// Unflushed rows that trigger a flush before the interval is up.
     pub flush_rows: usize,
+    /// Bound on unflushed rows in memory: at the bound consumption pauses until
+    /// a flush succeeds.
+    pub max_unflushed_rows: usize,
 }
 
 impl Default for Kafka {
@@ -124,6 +127,7 @@ impl Default for Kafka {
             max_record_bytes: 1 << 20,
             flush_interval_secs: 5,
             flush_rows: 200_000,
+            max_unflushed_rows: 2_000_000,
         }
     }
 }
@@ -256,6 +260,9 @@ pub struct ConfigArgs {
     /// kafka.flush_rows: unflushed rows that trigger an early flush [default: 200000].
     #[arg(long, env = "RECON_KAFKA_FLUSH_ROWS", value_name = "ROWS")]
     pub kafka_flush_rows: Option<usize>,
+    /// kafka.max_unflushed_rows: at this many unflushed rows consumption pauses [default: 2000000].
+    #[arg(long, env = "RECON_KAFKA_MAX_UNFLUSHED_ROWS", value_name = "ROWS")]
+    pub kafka_max_unflushed_rows: Option<usize>,
     /// rules.risk_threshold: fraud score above which flag_compliance says high risk [default: 0.8].
     #[arg(long, env = "RECON_RISK_THRESHOLD")]
     pub risk_threshold: Option<f64>,
@@ -346,6 +353,10 @@ impl ConfigArgs {
             a.kafka_flush_interval_secs,
         );
         set(&mut config.kafka.flush_rows, a.kafka_flush_rows);
+        set(
+            &mut config.kafka.max_unflushed_rows,
+            a.kafka_max_unflushed_rows,
+        );
         let rules = &mut config.rules;
         set(&mut rules.risk_threshold, a.risk_threshold);
         set(&mut rules.high_risk_words, a.high_risk_words);

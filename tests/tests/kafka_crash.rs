@@ -141,7 +141,7 @@ async fn kill_9_during_steady_produce_loses_and_duplicates_nothing() {
                 .unwrap();
             acked.insert((delivery.partition, delivery.offset));
             i += 1;
-            if i % 50 == 0 {
+            if i.is_multiple_of(50) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }

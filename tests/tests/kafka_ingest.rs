@@ -116,6 +116,17 @@ async fn produced_events_are_queryable_and_bad_records_rejected() {
          +-------+---------+",
     )
     .await;
+    eventually(
+        &mut client,
+        "SELECT count(*) AS partitions, sum(records) AS records, sum(rejects) AS rejects, \
+                sum(lag) AS lag FROM ingest_status",
+        "+------------+---------+---------+-----+\n\
+         | partitions | records | rejects | lag |\n\
+         +------------+---------+---------+-----+\n\
+         | 2          | 6       | 3       | 0   |\n\
+         +------------+---------+---------+-----+",
+    )
+    .await;
     server.stop().await;
 }
 
@@ -157,6 +168,8 @@ async fn a_restart_loses_nothing_and_duplicates_nothing() {
     let with_broker = move |c: &mut recon_server::config::Config| {
         c.kafka.brokers = Some(address.clone());
         c.kafka.flush_interval_secs = 1;
+        // A small bound: ingest must flush (and pause when it cannot) to go on.
+        c.kafka.max_unflushed_rows = 64;
     };
     let server = TestServer::start(with_broker.clone()).await;
     let mut client = server.sql_client().await;

@@ -131,6 +131,10 @@ impl Ingest {
             now_micros(),
         );
         self.pending += 1;
+        self.tables.status.update(partition, |s| {
+            s.records += 1;
+            s.consumed_offset = Some(offset + 1);
+        });
         self.ranges
             .entry(partition)
             .and_modify(|r| r.1 = offset)
@@ -141,10 +145,36 @@ impl Ingest {
     fn publish(&mut self) {
         if self.pending > 0 {
             let decoded = self.decoder.finish();
+            count_rejects(&self.tables.status, &decoded.rejects);
             self.tables.transactions.append(decoded.transactions);
             self.tables.rejects.append(decoded.rejects);
             self.pending = 0;
         }
+    }
+
+    /// Whether the unpersisted tail reached its bound (consumption pauses).
+    fn over_bound(&self) -> bool {
+        self.tables.transactions.unflushed_rows()
+            + self.tables.rejects.unflushed_rows()
+            + self.pending
+            >= self.config.max_unflushed_rows
+    }
+
+    /// Reads the brokers' high watermarks of the assigned partitions.
+    async fn refresh_watermarks(&self) {
+        let consumer = Arc::clone(&self.consumer);
+        let topic = self.config.topic.clone();
+        let partitions: Vec<i32> = self.assigned.iter().copied().collect();
+        let status = self.tables.status.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for p in partitions {
+                match consumer.fetch_watermarks(&topic, p, Duration::from_secs(1)) {
+                    Ok((_, high)) => status.update(p, |s| s.high_watermark = Some(high)),
+                    Err(e) => status.error(Some(format!("watermarks of partition {p}: {e}"))),
+                }
+            }
+        })
+        .await;
     }
 
     fn flush_due(&self) -> bool {
@@ -170,6 +200,10 @@ impl Ingest {
             .await
         {
             Ok(files) => {
+                self.tables
+                    .status
+                    .flushed(now_micros(), &self.checkpoint.next_offsets);
+                self.tables.status.error(None);
                 self.tables.transactions.mark_flushed(t_mark);
                 self.tables.rejects.mark_flushed(r_mark);
                 let rows: usize = transactions.iter().map(|b| b.num_rows()).sum();
@@ -182,7 +216,10 @@ impl Ingest {
                 self.ranges.clear();
                 self.commit_group_offsets();
             }
-            Err(e) => warn!(error = %e, "flush failed; retrying at the next interval"),
+            Err(e) => {
+                warn!(error = %e, "flush failed; retrying");
+                self.tables.status.error(Some(format!("flush failed: {e}")));
+            }
         }
     }
 
@@ -200,6 +237,18 @@ impl Ingest {
         if let Err(e) = self.consumer.commit(&list, CommitMode::Async) {
             warn!(error = %e, "cannot commit offsets to the group (lag tools only)");
         }
+    }
+}
+
+/// Counts reject rows per partition in the status table.
+fn count_rejects(
+    status: &super::status::IngestStatus,
+    rejects: &datafusion::arrow::array::RecordBatch,
+) {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int32Type;
+    for p in rejects.column(0).as_primitive::<Int32Type>().values() {
+        status.update(*p, |s| s.rejects += 1);
     }
 }
 
@@ -240,16 +289,41 @@ pub async fn run(
         ranges: Ranges::new(),
         last_flush: Instant::now(),
     };
+    ingest.tables.status.set_topic(&ingest.config.topic);
+    let checkpointed = ingest.checkpoint.next_offsets.clone();
+    ingest.tables.status.flushed(now_micros(), &checkpointed);
     let mut next_discovery = Instant::now();
+    let mut paused = false;
     while !*stop.borrow() {
         if Instant::now() >= next_discovery {
             let topic = ingest.config.topic.clone();
             let resume = ingest.checkpoint.next_offsets.clone();
-            if let Err(e) = discover(&ingest.consumer, &topic, &resume, &mut ingest.assigned).await
-            {
-                warn!(error = %e, "partition discovery failed; retrying");
+            match discover(&ingest.consumer, &topic, &resume, &mut ingest.assigned).await {
+                Ok(_) => ingest.refresh_watermarks().await,
+                Err(e) => {
+                    warn!(error = %e, "partition discovery failed; retrying");
+                    ingest.tables.status.error(Some(format!("discovery: {e}")));
+                }
             }
             next_discovery = Instant::now() + DISCOVERY_INTERVAL;
+        }
+        if ingest.over_bound() {
+            ingest.flush().await;
+            if ingest.over_bound() {
+                if !paused {
+                    warn!("unflushed tail at its bound: consumption paused until a flush succeeds");
+                    paused = true;
+                }
+                tokio::select! {
+                    _ = stop.changed() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                continue;
+            }
+        }
+        if paused {
+            info!("consumption resumed");
+            paused = false;
         }
         let wait = if ingest.pending == 0 {
             BATCH_WAIT

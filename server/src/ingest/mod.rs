@@ -7,14 +7,13 @@
 //!   periodic discovery of new ones, small batches for sub-second freshness,
 //!   flushes, resume after the checkpoint).
 //! - [`segments`]: Parquet segments + checkpoint, committed exactly once.
-//!
-//! Not yet here (issue 4 continues): the memory bound with pause/resume and the
-//! ingest status table.
+//! - [`status`]: the `ingest_status` table.
 
 pub mod consumer;
 pub mod decode;
 pub mod live;
 pub mod segments;
+pub mod status;
 
 use std::sync::Arc;
 
@@ -23,6 +22,7 @@ use datafusion::prelude::SessionContext;
 
 use self::decode::{REJECTS_SCHEMA, TRANSACTIONS_SCHEMA};
 use self::live::LiveTable;
+use self::status::{IngestStatus, StatusTable};
 
 /// `transactions_latest`: one row per transaction, its latest event (greatest
 /// `event_time`, ties broken by partition and offset).
@@ -41,6 +41,8 @@ pub struct IngestTables {
     pub transactions: Arc<LiveTable>,
     /// Every record that could not be decoded.
     pub rejects: Arc<LiveTable>,
+    /// Where ingest stands, per partition.
+    pub status: IngestStatus,
 }
 
 /// Registers `transactions`, `transactions_rejects` and `transactions_latest`
@@ -49,7 +51,12 @@ pub async fn register(ctx: &SessionContext) -> Result<IngestTables> {
     let tables = IngestTables {
         transactions: Arc::new(LiveTable::new(Arc::clone(&TRANSACTIONS_SCHEMA))),
         rejects: Arc::new(LiveTable::new(Arc::clone(&REJECTS_SCHEMA))),
+        status: IngestStatus::default(),
     };
+    ctx.register_table(
+        "ingest_status",
+        Arc::new(StatusTable(tables.status.clone())),
+    )?;
     ctx.register_table("transactions", Arc::clone(&tables.transactions) as _)?;
     ctx.register_table("transactions_rejects", Arc::clone(&tables.rejects) as _)?;
     ctx.sql(TRANSACTIONS_LATEST_SQL).await?;

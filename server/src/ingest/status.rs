@@ -1,0 +1,168 @@
+//! The `ingest_status` system table: per partition where ingest stands —
+//! checkpointed and consumed offsets, the broker's high watermark, lag, record and
+//! reject counts this run, the last flush, and the last broker error.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::Session;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::Result;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+
+/// One partition's figures.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionStatus {
+    /// Next offset after the last checkpoint.
+    pub checkpoint_offset: Option<i64>,
+    /// Next offset after the last record consumed.
+    pub consumed_offset: Option<i64>,
+    /// The broker's high watermark (next offset to be written).
+    pub high_watermark: Option<i64>,
+    /// Records consumed since start.
+    pub records: i64,
+    /// Of which rejected.
+    pub rejects: i64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    topic: String,
+    partitions: BTreeMap<i32, PartitionStatus>,
+    last_flush_micros: Option<i64>,
+    last_error: Option<String>,
+    flushes: i64,
+}
+
+/// Shared between the consumer (writer) and the table (reader).
+#[derive(Debug, Clone, Default)]
+pub struct IngestStatus {
+    inner: Arc<Mutex<Inner>>,
+}
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    Arc::new(Schema::new(vec![
+        Field::new("topic", DataType::Utf8, false),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("checkpoint_offset", DataType::Int64, true),
+        Field::new("consumed_offset", DataType::Int64, true),
+        Field::new("high_watermark", DataType::Int64, true),
+        Field::new("lag", DataType::Int64, true),
+        Field::new("records", DataType::Int64, false),
+        Field::new("rejects", DataType::Int64, false),
+        Field::new("flushes", DataType::Int64, false),
+        Field::new("last_flush", ts, true),
+        Field::new("last_error", DataType::Utf8, true),
+    ]))
+});
+
+impl IngestStatus {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Names the topic.
+    pub fn set_topic(&self, topic: &str) {
+        self.lock().topic = topic.to_owned();
+    }
+
+    /// Changes one partition's figures.
+    pub fn update(&self, partition: i32, f: impl FnOnce(&mut PartitionStatus)) {
+        f(self.lock().partitions.entry(partition).or_default());
+    }
+
+    /// Records a successful flush at `micros`.
+    pub fn flushed(&self, micros: i64, checkpoint: &BTreeMap<i32, i64>) {
+        let mut inner = self.lock();
+        inner.last_flush_micros = Some(micros);
+        inner.flushes += 1;
+        for (&p, &next) in checkpoint {
+            inner.partitions.entry(p).or_default().checkpoint_offset = Some(next);
+        }
+    }
+
+    /// Records the latest broker or storage error (None clears it).
+    pub fn error(&self, error: Option<String>) {
+        self.lock().last_error = error;
+    }
+
+    /// Total lag over all partitions (records the broker has that ingest has not consumed).
+    pub fn total_lag(&self) -> i64 {
+        self.lock().partitions.values().filter_map(lag).sum()
+    }
+
+    /// The table's one batch.
+    pub fn batch(&self) -> Result<RecordBatch> {
+        let inner = self.lock();
+        let rows: Vec<(&i32, &PartitionStatus)> = inner.partitions.iter().collect();
+        let n = rows.len();
+        let col = |f: &dyn Fn(&PartitionStatus) -> Option<i64>| -> ArrayRef {
+            Arc::new(Int64Array::from(
+                rows.iter().map(|(_, s)| f(s)).collect::<Vec<_>>(),
+            ))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec![inner.topic.as_str(); n])),
+            Arc::new(Int32Array::from(
+                rows.iter().map(|(p, _)| **p).collect::<Vec<_>>(),
+            )),
+            col(&|s| s.checkpoint_offset),
+            col(&|s| s.consumed_offset),
+            col(&|s| s.high_watermark),
+            col(&lag),
+            col(&|s| Some(s.records)),
+            col(&|s| Some(s.rejects)),
+            Arc::new(Int64Array::from(vec![inner.flushes; n])),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![inner.last_flush_micros; n])
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from(vec![inner.last_error.as_deref(); n])),
+        ];
+        Ok(RecordBatch::try_new(Arc::clone(&SCHEMA), columns)?)
+    }
+}
+
+fn lag(s: &PartitionStatus) -> Option<i64> {
+    let hw = s.high_watermark?;
+    let position = s.consumed_offset.or(s.checkpoint_offset).unwrap_or(0);
+    Some((hw - position).max(0))
+}
+
+/// The `ingest_status` table.
+#[derive(Debug)]
+pub struct StatusTable(pub IngestStatus);
+
+#[async_trait]
+impl TableProvider for StatusTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&SCHEMA)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batch = self.0.batch()?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema(),
+            projection.cloned(),
+        )?)
+    }
+}

@@ -190,3 +190,49 @@ async fn a_restart_loses_nothing_and_duplicates_nothing() {
     eventually(&mut client, COUNTS, &counts(450)).await;
     server.stop().await;
 }
+
+/// tansu does not implement CreatePartitions, so "a partition appears while
+/// running" is exercised through a topic that is created after the server
+/// started: its partitions are found by the periodic discovery, as added ones are.
+#[tokio::test]
+async fn partitions_that_appear_while_running_are_consumed() {
+    let broker = Broker::start();
+    let topic = "transactions_topic";
+    let address = broker.address.clone();
+    let server = TestServer::start(move |c| c.kafka.brokers = Some(address)).await;
+    let mut client = server.sql_client().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    broker.create_topic(topic, 2).await;
+    let producer = broker.producer();
+    for partition in 0..2 {
+        let payload = event_json(
+            &format!("T-{partition}"),
+            "MCH-A1",
+            1.0,
+            "PENDING",
+            "2026-11-24T10:00:00",
+        );
+        producer
+            .send(
+                FutureRecord::<str, str>::to(topic)
+                    .partition(partition)
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    eventually(
+        &mut client,
+        "SELECT kafka_partition, count(*) AS n FROM transactions GROUP BY 1 ORDER BY 1",
+        "+-----------------+---+\n\
+         | kafka_partition | n |\n\
+         +-----------------+---+\n\
+         | 0               | 1 |\n\
+         | 1               | 1 |\n\
+         +-----------------+---+",
+    )
+    .await;
+    server.stop().await;
+}

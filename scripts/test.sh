@@ -25,6 +25,17 @@ if ! command -v tansu >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/tans
 fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
 
+echo "== Python venv for the client tests and the S3 server (moto)"
+venv="${RECON_VENV:-$HOME/.cache/recon-venv}"
+requirements=tests/python/requirements.txt
+if ! cmp -s "$requirements" "$venv/requirements.txt" 2>/dev/null; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$venv/requirements.txt"
+fi
+export MOTO_SERVER="$venv/bin/moto_server"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
@@ -37,13 +48,5 @@ cargo build --quiet -p recon-server --bin recon
 cargo test --workspace
 
 echo "== Python ADBC tests against the recon binary"
-venv="${RECON_VENV:-$HOME/.cache/recon-venv}"
-requirements=tests/python/requirements.txt
-if ! cmp -s "$requirements" "$venv/requirements.txt" 2>/dev/null; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
-  cp "$requirements" "$venv/requirements.txt"
-fi
 RECON_BIN="$CARGO_TARGET_DIR/debug/recon" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
   -W ignore::Warning tests/python

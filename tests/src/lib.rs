@@ -271,36 +271,34 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Starts the broker and waits until it accepts connections.
+    /// Starts the broker (in-memory storage) and waits until it accepts connections.
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        Self::start_on(free_port(), "memory://tansu/", &[])
+    }
+
+    /// Starts the broker on `port` with `storage` (e.g. `s3://bucket/` with the
+    /// S3 settings in `env`), so a restart on the same port and storage keeps
+    /// the topics.
+    pub fn start_on(port: u16, storage: &str, env: &[(String, String)]) -> Self {
         let address = format!("127.0.0.1:{port}");
         let url = format!("tcp://{address}");
         let child = std::process::Command::new(tansu_binary())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/", "--silent"])
+            .args(["broker", "--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            .args(["--storage-engine", storage, "--silent"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start tansu (cargo install tansu --locked --features dynostore)");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(&address).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "tansu did not listen within 30 s"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_for_port(&address, "tansu");
         Self { address, child }
+    }
+
+    /// Stops the broker (SIGKILL) and waits for it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Creates `topic` with `partitions` partitions.
@@ -329,6 +327,94 @@ impl Broker {
             .set("linger.ms", "5")
             .create()
             .expect("producer")
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn wait_for_port(address: &str, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(address).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not listen within 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// An S3-compatible server (moto, from the test venv: `MOTO_SERVER` names its
+/// `moto_server`) on a free loopback port; killed when dropped.
+#[derive(Debug)]
+pub struct S3Server {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    child: std::process::Child,
+}
+
+impl S3Server {
+    /// Starts the server and creates `buckets`.
+    pub fn start(buckets: &[&str]) -> Self {
+        let binary = std::env::var("MOTO_SERVER").expect(
+            "MOTO_SERVER must name moto_server (scripts/test.sh installs it in the test venv)",
+        );
+        let port = free_port();
+        let child = std::process::Command::new(binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        let address = format!("127.0.0.1:{port}");
+        wait_for_port(&address, "moto_server");
+        for bucket in buckets {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect(&address).expect("connect to moto");
+            write!(
+                stream,
+                "PUT /{bucket} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .expect("create bucket");
+            let mut reply = String::new();
+            let _ = stream.read_to_string(&mut reply);
+            assert!(
+                reply.starts_with("HTTP/1.1 200"),
+                "create bucket {bucket}: {reply}"
+            );
+        }
+        Self {
+            endpoint: format!("http://{address}"),
+            child,
+        }
+    }
+
+    /// The `AWS_*` variables that point S3 clients (object_store, tansu) here.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT", self.endpoint.as_str()),
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
+            ("AWS_REGION", "us-east-1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

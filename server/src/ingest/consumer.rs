@@ -29,6 +29,8 @@ use crate::config::Kafka;
 pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
 /// The longest a received record waits before it is decoded and visible.
 pub const BATCH_WAIT: Duration = Duration::from_millis(100);
+/// How often a status line is logged.
+pub const STATUS_LOG_INTERVAL: Duration = Duration::from_secs(30);
 /// Records per decoded batch at most.
 pub const BATCH_MAX: usize = 50_000;
 
@@ -150,6 +152,20 @@ impl Ingest {
             self.tables.rejects.append(decoded.rejects);
             self.pending = 0;
         }
+    }
+
+    /// Logs where ingest stands (also queryable as `ingest_status`).
+    fn report(&self) {
+        let status = &self.tables.status;
+        info!(
+            partitions = self.assigned.len(),
+            events = self.tables.transactions.num_rows(),
+            rejects = self.tables.rejects.num_rows(),
+            unflushed = self.tables.transactions.unflushed_rows(),
+            lag = status.total_lag(),
+            checkpoint = ?self.checkpoint.next_offsets,
+            "ingest status"
+        );
     }
 
     /// Whether the unpersisted tail reached its bound (consumption pauses).
@@ -293,6 +309,7 @@ pub async fn run(
     let checkpointed = ingest.checkpoint.next_offsets.clone();
     ingest.tables.status.flushed(now_micros(), &checkpointed);
     let mut next_discovery = Instant::now();
+    let mut next_report = Instant::now() + STATUS_LOG_INTERVAL;
     let mut paused = false;
     while !*stop.borrow() {
         if Instant::now() >= next_discovery {
@@ -306,6 +323,10 @@ pub async fn run(
                 }
             }
             next_discovery = Instant::now() + DISCOVERY_INTERVAL;
+        }
+        if Instant::now() >= next_report {
+            ingest.report();
+            next_report = Instant::now() + STATUS_LOG_INTERVAL;
         }
         if ingest.over_bound() {
             ingest.flush().await;

@@ -119,10 +119,15 @@ struct Ingest {
 
 impl Ingest {
     fn take(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) {
+        let (partition, offset) = (message.partition(), message.offset());
+        if let Some(problem) = below_checkpoint(&self.checkpoint, partition, offset) {
+            warn!("{problem}");
+            self.tables.status.error(Some(problem));
+            return;
+        }
         if self.pending == 0 {
             self.batch_started = Instant::now();
         }
-        let (partition, offset) = (message.partition(), message.offset());
         self.decoder.push(
             &RawRecord {
                 partition,
@@ -254,6 +259,20 @@ impl Ingest {
             warn!(error = %e, "cannot commit offsets to the group (lag tools only)");
         }
     }
+}
+
+/// A record below the checkpoint was persisted already: the topic was
+/// recreated or truncated (offsets went back). Taking it would move the
+/// checkpoint backwards and overlap committed segments, so it is skipped and
+/// reported instead.
+fn below_checkpoint(checkpoint: &Checkpoint, partition: i32, offset: i64) -> Option<String> {
+    let next = *checkpoint.next_offsets.get(&partition)?;
+    (offset < next).then(|| {
+        format!(
+            "partition {partition}: offset {offset} is below the checkpoint ({next}); the topic was \
+             recreated or truncated; records skipped (remove the checkpoint to re-ingest)"
+        )
+    })
 }
 
 /// Counts reject rows per partition in the status table.
@@ -390,4 +409,21 @@ async fn recover(
         "ingest state recovered"
     );
     Ok(checkpoint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_below_the_checkpoint_are_refused() {
+        let checkpoint = Checkpoint {
+            next_offsets: [(0, 10)].into(),
+            ..Checkpoint::default()
+        };
+        assert!(below_checkpoint(&checkpoint, 0, 10).is_none());
+        assert!(below_checkpoint(&checkpoint, 1, 0).is_none());
+        let problem = below_checkpoint(&checkpoint, 0, 3).unwrap();
+        assert!(problem.contains("below the checkpoint (10)"), "{problem}");
+    }
 }

@@ -10,10 +10,12 @@
 //! - [`table_cache`]: in-memory copies of batch tables, refreshed when files change.
 //! - [`flight`]: the Arrow Flight SQL service.
 //! - [`ingest`]: Kafka → the live `transactions` tables.
+//! - [`indexes`]: the `batch_index`, `final_index`, `merchant_daily_kpi` views.
 //! - [`serve`]: `recon serve` — start, run, shut down.
 
 pub mod config;
 pub mod flight;
+pub mod indexes;
 pub mod ingest;
 pub mod serve;
 pub mod table_cache;

@@ -36,7 +36,7 @@ def test_get_objects_at_every_depth(conn, depth):
 
 def test_get_objects_filters(conn):
     objects = conn.adbc_get_objects(
-        depth="tables", catalog_filter="recon", db_schema_filter="public", table_name_filter="merch%"
+        depth="tables", catalog_filter="recon", db_schema_filter="public", table_name_filter="merchant_"
     ).read_all().to_pylist()
     tables = [t["table_name"] for t in objects[0]["catalog_db_schemas"][0]["db_schema_tables"]]
     assert tables == ["merchants"]

@@ -286,7 +286,7 @@ async fn catalog_calls_describe_the_tables() {
         .get_tables(CommandGetTables {
             catalog: Some("recon".into()),
             db_schema_filter_pattern: Some("public".into()),
-            table_name_filter_pattern: Some("merch%".into()),
+            table_name_filter_pattern: Some("merchant_".into()),
             table_types: vec![],
             include_schema: true,
         })

@@ -32,6 +32,8 @@ pub struct Config {
     pub tables: Tables,
     /// Kafka ingest (off unless brokers are set).
     pub kafka: Kafka,
+    /// The index views' SQL (defaults compiled in).
+    pub indexes: Indexes,
     /// Business rules of the five reconciliation functions.
     pub rules: Rules,
 }
@@ -97,6 +99,20 @@ impl Default for Tables {
     }
 }
 
+/// Files replacing the default SQL of the index views. Each holds one
+/// `CREATE VIEW <name> AS …` statement; errors are reported at start with the
+/// file and the position.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Indexes {
+    /// SQL file for `batch_index`.
+    pub batch_index_sql: Option<PathBuf>,
+    /// SQL file for `final_index`.
+    pub final_index_sql: Option<PathBuf>,
+    /// SQL file for `merchant_daily_kpi`.
+    pub merchant_daily_kpi_sql: Option<PathBuf>,
+}
+
 /// Kafka ingest of the transactions topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -153,6 +169,7 @@ impl Default for Config {
             tls: Tls::default(),
             tables: Tables::default(),
             kafka: Kafka::default(),
+            indexes: Indexes::default(),
             rules: Rules::default(),
         }
     }
@@ -263,6 +280,15 @@ pub struct ConfigArgs {
     /// kafka.max_unflushed_rows: at this many unflushed rows consumption pauses [default: 2000000].
     #[arg(long, env = "RECON_KAFKA_MAX_UNFLUSHED_ROWS", value_name = "ROWS")]
     pub kafka_max_unflushed_rows: Option<usize>,
+    /// indexes.batch_index_sql: a file with your own CREATE VIEW batch_index.
+    #[arg(long, env = "RECON_BATCH_INDEX_SQL", value_name = "FILE")]
+    pub batch_index_sql: Option<PathBuf>,
+    /// indexes.final_index_sql: a file with your own CREATE VIEW final_index.
+    #[arg(long, env = "RECON_FINAL_INDEX_SQL", value_name = "FILE")]
+    pub final_index_sql: Option<PathBuf>,
+    /// indexes.merchant_daily_kpi_sql: a file with your own CREATE VIEW merchant_daily_kpi.
+    #[arg(long, env = "RECON_MERCHANT_DAILY_KPI_SQL", value_name = "FILE")]
+    pub merchant_daily_kpi_sql: Option<PathBuf>,
     /// rules.risk_threshold: fraud score above which flag_compliance says high risk [default: 0.8].
     #[arg(long, env = "RECON_RISK_THRESHOLD")]
     pub risk_threshold: Option<f64>,
@@ -344,6 +370,15 @@ impl ConfigArgs {
         set(&mut config.tables.cache_mb, a.table_cache_mb);
         if a.kafka_brokers.is_some() {
             config.kafka.brokers = a.kafka_brokers;
+        }
+        if a.batch_index_sql.is_some() {
+            config.indexes.batch_index_sql = a.batch_index_sql;
+        }
+        if a.final_index_sql.is_some() {
+            config.indexes.final_index_sql = a.final_index_sql;
+        }
+        if a.merchant_daily_kpi_sql.is_some() {
+            config.indexes.merchant_daily_kpi_sql = a.merchant_daily_kpi_sql;
         }
         set(&mut config.kafka.topic, a.kafka_topic);
         set(&mut config.kafka.group_id, a.kafka_group_id);

@@ -68,7 +68,7 @@ pub async fn build_engine(
         }
     }
     let ingest_tables = crate::ingest::register(&ctx).await?;
-    crate::indexes::register(&ctx).await?;
+    crate::indexes::register(&ctx, &config.indexes).await?;
     Ok((
         QueryEngine::new(ctx, config.limits.clone()),
         ingest_tables,

@@ -236,3 +236,22 @@ async fn partitions_that_appear_while_running_are_consumed() {
     .await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_unreachable_broker_is_reported_and_sql_keeps_working() {
+    let closed = recon_integration_tests::free_port();
+    let server =
+        TestServer::start(move |c| c.kafka.brokers = Some(format!("127.0.0.1:{closed}"))).await;
+    let mut client = server.sql_client().await;
+    eventually(
+        &mut client,
+        "SELECT partition IS NULL AS waiting, last_error IS NOT NULL AS reported FROM ingest_status",
+        "+---------+----------+\n| waiting | reported |\n+---------+----------+\n| true    | true     |\n+---------+----------+",
+    )
+    .await;
+    let merchants = query(&mut client, "SELECT count(*) FROM merchants")
+        .await
+        .unwrap();
+    assert!(table(&merchants).contains("| 3 "), "{}", table(&merchants));
+    server.stop().await;
+}

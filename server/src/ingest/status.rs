@@ -51,7 +51,8 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
     Arc::new(Schema::new(vec![
         Field::new("topic", DataType::Utf8, false),
-        Field::new("partition", DataType::Int32, false),
+        // NULL in the one row shown while no partition is known (e.g. the broker is unreachable).
+        Field::new("partition", DataType::Int32, true),
         Field::new("checkpoint_offset", DataType::Int64, true),
         Field::new("consumed_offset", DataType::Int64, true),
         Field::new("high_watermark", DataType::Int64, true),
@@ -102,7 +103,15 @@ impl IngestStatus {
     /// The table's one batch.
     pub fn batch(&self) -> Result<RecordBatch> {
         let inner = self.lock();
-        let rows: Vec<(&i32, &PartitionStatus)> = inner.partitions.iter().collect();
+        let waiting = PartitionStatus::default();
+        let mut rows: Vec<(Option<i32>, &PartitionStatus)> = inner
+            .partitions
+            .iter()
+            .map(|(p, s)| (Some(*p), s))
+            .collect();
+        if rows.is_empty() && !inner.topic.is_empty() {
+            rows.push((None, &waiting));
+        }
         let n = rows.len();
         let col = |f: &dyn Fn(&PartitionStatus) -> Option<i64>| -> ArrayRef {
             Arc::new(Int64Array::from(
@@ -112,7 +121,7 @@ impl IngestStatus {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from(vec![inner.topic.as_str(); n])),
             Arc::new(Int32Array::from(
-                rows.iter().map(|(p, _)| **p).collect::<Vec<_>>(),
+                rows.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
             )),
             col(&|s| s.checkpoint_offset),
             col(&|s| s.consumed_offset),

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::alphabet::STANDARD as ALPHABET;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use rand::RngCore;
 use tonic::Status;
 
 /// The gRPC path of the Flight Handshake method, the one call without a token.
@@ -56,9 +55,7 @@ impl Authenticator {
                 return Err(Status::unauthenticated("invalid user or password"));
             }
         }
-        let mut bytes = [0u8; 24];
-        rand::rng().fill_bytes(&mut bytes);
-        let token = hex(&bytes);
+        let token = super::random_hex(24);
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         tokens.retain(|_, expires| *expires > now);
@@ -106,10 +103,6 @@ pub fn parse_basic(header: &str) -> Result<Option<(String, String)>, Status> {
     let text = String::from_utf8(decoded).map_err(|_| bad())?;
     let (user, password) = text.split_once(':').ok_or_else(bad)?;
     Ok(Some((user.to_owned(), password.to_owned())))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

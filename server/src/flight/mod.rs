@@ -15,3 +15,12 @@ pub mod service;
 pub mod sql_info;
 
 pub use service::ReconFlightSql;
+
+/// `n` random bytes as lowercase hex: query ids, prepared-statement handles and
+/// tokens, unguessable by other clients.
+pub(crate) fn random_hex(n: usize) -> String {
+    use rand::RngCore;
+    let mut bytes = vec![0u8; n];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -36,7 +36,6 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Expr, Value, visit_expressions_mut};
 use futures::{Stream, StreamExt};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -140,10 +139,9 @@ impl std::fmt::Debug for QueryEngine {
     }
 }
 
-fn new_id() -> String {
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A new query id or prepared-statement handle.
+pub fn new_id() -> String {
+    super::random_hex(16)
 }
 
 impl QueryEngine {

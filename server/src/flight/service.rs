@@ -36,7 +36,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::auth::{Authenticator, parse_basic};
 use super::catalog_info;
 use super::queries::{
-    MAX_PARAMETER_BYTES, Prepared, QueryEngine, StatementKind, TicketHandle, bind_row,
+    MAX_PARAMETER_BYTES, Prepared, QueryEngine, StatementKind, TicketHandle, bind_row, new_id,
     require_query,
 };
 
@@ -90,10 +90,29 @@ impl ReconFlightSql {
         Ok(Response::new(Box::pin(flight)))
     }
 
+    /// Keeps a planned query for DoGet and answers with its FlightInfo, whose
+    /// ticket names the kept plan.
+    fn pending_info(
+        &self,
+        plan: datafusion::logical_expr::LogicalPlan,
+        sql: Option<String>,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let (handle, schema) = self.engine.keep_pending(plan, sql);
+        let ticket = TicketStatementQuery {
+            statement_handle: handle.encode().into(),
+        };
+        flight_info(
+            &schema,
+            ticket.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
     /// Runs a prepared query with its bound parameters.
     async fn run_prepared(&self, prepared: &Prepared) -> Result<Response<FlightStream>, Status> {
         let plan = bind_single_row(prepared)?;
-        self.stream_query(new_query_id(), plan, &prepared.sql).await
+        self.stream_query(new_id(), plan, &prepared.sql).await
     }
 }
 
@@ -103,12 +122,6 @@ impl std::fmt::Debug for ReconFlightSql {
             .field("auth", &self.auth)
             .finish_non_exhaustive()
     }
-}
-
-fn new_query_id() -> String {
-    let mut bytes = [0u8; 16];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn bind_single_row(prepared: &Prepared) -> Result<datafusion::logical_expr::LogicalPlan, Status> {
@@ -309,15 +322,7 @@ impl FlightSqlService for ReconFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let (plan, kind) = self.engine.plan(&query.query).await?;
         require_query(kind)?;
-        let (handle, schema) = self.engine.keep_pending(plan, Some(query.query));
-        let ticket = TicketStatementQuery {
-            statement_handle: handle.encode().into(),
-        };
-        flight_info(
-            &schema,
-            ticket.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.pending_info(plan, Some(query.query), request)
     }
 
     async fn get_flight_info_prepared_statement(
@@ -328,15 +333,7 @@ impl FlightSqlService for ReconFlightSql {
         let prepared = self.engine.prepared(&cmd.prepared_statement_handle)?;
         let plan = bind_single_row(&prepared)?;
         let sql = prepared.parameters.is_empty().then(|| prepared.sql.clone());
-        let (handle, schema) = self.engine.keep_pending(plan, sql);
-        let ticket = TicketStatementQuery {
-            statement_handle: handle.encode().into(),
-        };
-        flight_info(
-            &schema,
-            ticket.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.pending_info(plan, sql, request)
     }
 
     async fn get_flight_info_catalogs(

@@ -280,10 +280,10 @@ fn count_rejects(
     status: &super::status::IngestStatus,
     rejects: &datafusion::arrow::array::RecordBatch,
 ) {
-    use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::datatypes::Int32Type;
-    for p in rejects.column(0).as_primitive::<Int32Type>().values() {
-        status.update(*p, |s| s.rejects += 1);
+    if let Ok(partitions) = super::segments::partitions(rejects) {
+        for p in partitions.values() {
+            status.update(*p, |s| s.rejects += 1);
+        }
     }
 }
 

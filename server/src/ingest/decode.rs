@@ -21,7 +21,11 @@ use serde::Deserialize;
 /// Statuses a transaction event may carry.
 pub const STATUSES: [&str; 4] = ["PENDING", "APPROVED", "DECLINED", "REFUNDED"];
 
-fn timestamp() -> DataType {
+/// The column both ingest tables carry the Kafka partition in.
+pub const PARTITION_COLUMN: &str = "kafka_partition";
+
+/// The type of every ingest timestamp: microseconds, UTC.
+pub fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
@@ -36,7 +40,7 @@ pub static TRANSACTIONS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("status", DataType::Utf8, false),
         Field::new("event_time", timestamp(), false),
         Field::new("processed_at", timestamp(), false),
-        Field::new("kafka_partition", DataType::Int32, false),
+        Field::new(PARTITION_COLUMN, DataType::Int32, false),
         Field::new("kafka_offset", DataType::Int64, false),
     ]))
 });
@@ -44,7 +48,7 @@ pub static TRANSACTIONS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 /// Schema of `transactions_rejects`.
 pub static REJECTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
-        Field::new("kafka_partition", DataType::Int32, false),
+        Field::new(PARTITION_COLUMN, DataType::Int32, false),
         Field::new("kafka_offset", DataType::Int64, false),
         Field::new("key", DataType::Utf8, true),
         Field::new("payload", DataType::Binary, true),

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tracing::{info, warn};
 
-use super::decode::{REJECTS_SCHEMA, TRANSACTIONS_SCHEMA};
+use super::decode::{PARTITION_COLUMN, REJECTS_SCHEMA, TRANSACTIONS_SCHEMA};
 use crate::warehouse::Warehouse;
 
 /// Folder of the persisted good events (the partial stream index).
@@ -175,11 +175,8 @@ impl SegmentStore {
         let mut written = 0;
         for (&partition, &(first, last)) in ranges {
             let name = segment_name(partition, first, last);
-            for (dir, batch, partition_column) in [
-                (&self.segments, &transactions, 8),
-                (&self.rejects, &rejects, 0),
-            ] {
-                let rows = rows_of_partition(batch, partition_column, partition)?;
+            for (dir, batch) in [(&self.segments, &transactions), (&self.rejects, &rejects)] {
+                let rows = rows_of_partition(batch, partition)?;
                 if rows.num_rows() > 0 {
                     self.put_create(&dir.clone().join(name.as_str()), &rows)
                         .await?;
@@ -221,8 +218,16 @@ impl SegmentStore {
     }
 }
 
-fn rows_of_partition(batch: &RecordBatch, column: usize, partition: i32) -> Result<RecordBatch> {
-    let partitions = batch.column(column).as_primitive::<Int32Type>();
+/// The column of Kafka partitions of an ingest batch.
+pub fn partitions(batch: &RecordBatch) -> Result<&Int32Array> {
+    let column = batch.column_by_name(PARTITION_COLUMN).ok_or_else(|| {
+        DataFusionError::Internal(format!("ingest batch without {PARTITION_COLUMN}"))
+    })?;
+    Ok(column.as_primitive::<Int32Type>())
+}
+
+fn rows_of_partition(batch: &RecordBatch, partition: i32) -> Result<RecordBatch> {
+    let partitions = partitions(batch)?;
     let mask = eq(partitions, &Int32Array::new_scalar(partition))?;
     Ok(filter_record_batch(batch, &mask)?)
 }

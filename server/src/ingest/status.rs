@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{
     ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType};
@@ -48,7 +48,7 @@ pub struct IngestStatus {
 }
 
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+    let ts = super::decode::timestamp();
     Arc::new(Schema::new(vec![
         Field::new("topic", DataType::Utf8, false),
         // NULL in the one row shown while no partition is known (e.g. the broker is unreachable).

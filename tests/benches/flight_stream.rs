@@ -14,7 +14,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench fails loudly
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -29,6 +28,7 @@ use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use recon_integration_tests::{KillOnDrop, free_port, recon_binary};
 use recon_server::config::Config;
 use tonic::transport::Channel;
 
@@ -249,27 +249,10 @@ async fn smoke(warehouse: &Path, rows: usize) {
     server.stop().await.unwrap();
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Waits until a Flight SQL query answers (the server has loaded its tables).
@@ -292,15 +275,6 @@ async fn wait_ready(url: &str, child: &mut Child) {
     }
 }
 
-fn recon_binary() -> PathBuf {
-    if let Ok(bin) = std::env::var("RECON_BIN") {
-        return bin.into();
-    }
-    // target/release/deps/flight_stream-… → target/release/recon
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().join("recon")
-}
-
 async fn measure_recon(warehouse: &Path, runs: usize) -> Figures {
     let port = free_port();
     let child = Command::new(recon_binary())
@@ -311,7 +285,7 @@ async fn measure_recon(warehouse: &Path, runs: usize) -> Figures {
         .stdout(Stdio::null())
         .spawn()
         .expect("start recon (build it with cargo build --release -p recon-server)");
-    let mut server = Server(child);
+    let mut server = KillOnDrop(child);
     let url = format!("http://127.0.0.1:{port}");
     let ready = Instant::now();
     wait_ready(&url, &mut server.0).await;
@@ -337,7 +311,7 @@ async fn measure_roapi(bin: &str, table_dir: &Path, runs: usize) -> Figures {
         .stderr(Stdio::null())
         .spawn()
         .expect("start roapi");
-    let mut server = Server(child);
+    let mut server = KillOnDrop(child);
     let url = format!("http://127.0.0.1:{port}");
     let ready = Instant::now();
     wait_ready(&url, &mut server.0).await;

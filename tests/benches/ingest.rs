@@ -16,8 +16,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench fails loudly
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use arrow::array::AsArray;
@@ -26,7 +25,9 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use recon_integration_tests::{Broker, event_json, query};
+use recon_integration_tests::{
+    Broker, KillOnDrop, connect_when_listening, event_json, free_port, query, recon_binary,
+};
 use tonic::transport::Channel;
 
 const TOPIC: &str = "transactions_topic";
@@ -59,7 +60,7 @@ fn main() {
     }
     let warehouse = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut recon = Server(
+    let mut recon = KillOnDrop(
         Command::new(recon_binary())
             .arg("serve")
             .arg("--warehouse")
@@ -73,7 +74,7 @@ fn main() {
     );
     runtime.block_on(async {
         let url = format!("http://127.0.0.1:{port}");
-        let mut client = connect(&url, &mut recon.0).await;
+        let mut client = connect_when_listening(&url, &mut recon.0, Duration::from_secs(60)).await;
         let cpu_before = cpu_seconds(recon.0.id());
         let started = Instant::now();
         wait_for_records(&mut client, n).await;
@@ -113,31 +114,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     };
     // Fields after the name start at "state" (field 3): utime is field 14, stime 15.
     (ticks(11) + ticks(12)) / 100.0
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn recon_binary() -> PathBuf {
-    if let Ok(bin) = std::env::var("RECON_BIN") {
-        return bin.into();
-    }
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().join("recon")
 }
 
 fn fast_producer(address: &str) -> FutureProducer {
@@ -203,22 +179,6 @@ fn bare_consume(address: &str, n: usize) -> Duration {
         );
     }
     started.elapsed()
-}
-
-async fn connect(url: &str, child: &mut Child) -> FlightSqlServiceClient<Channel> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(child.try_wait().unwrap().is_none(), "recon exited");
-        if let Ok(channel) = Channel::from_shared(url.to_owned())
-            .unwrap()
-            .connect()
-            .await
-        {
-            return FlightSqlServiceClient::new(channel);
-        }
-        assert!(Instant::now() < deadline, "recon did not listen");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn count(client: &mut FlightSqlServiceClient<Channel>, sql: &str) -> i64 {

@@ -447,3 +447,95 @@ pub fn event_json(id: &str, merchant: &str, amount: f64, status: &str, time: &st
         r#"{{"transaction_id": "{id}", "merchant_id": "{merchant}", "user_id": "USR-{id}", "amount": {amount}, "currency": "EUR", "status": "{status}", "event_time": "{time}"}}"#
     )
 }
+
+/// The `recon` binary: `RECON_BIN`, or the one beside the running test or bench
+/// (`target/<profile>/deps/<test>-… → target/<profile>/recon`).
+pub fn recon_binary() -> std::path::PathBuf {
+    if let Ok(bin) = std::env::var("RECON_BIN") {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("exe in target/<profile>/deps")
+        .join("recon");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p recon-server --bin recon` first (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+#[derive(Debug)]
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Connects a Flight SQL client to `url` once the server `child` listens,
+/// failing if it exits first or does not listen `within`.
+pub async fn connect_when_listening(
+    url: &str,
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+) -> FlightSqlServiceClient<Channel> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        assert!(
+            child.try_wait().expect("child status").is_none(),
+            "the server exited"
+        );
+        if let Ok(channel) = Channel::from_shared(url.to_owned())
+            .expect("url")
+            .connect()
+            .await
+        {
+            return FlightSqlServiceClient::new(channel);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not listen within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `sql` until it prints `expected`, failing after 30 s with both tables.
+pub async fn eventually(client: &mut FlightSqlServiceClient<Channel>, sql: &str, expected: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let got = table(&query(client, sql).await.expect("query"));
+        if got == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{sql}\nexpected:\n{expected}\ngot:\n{got}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Produces `records` (key, payload) to `topic`, waiting for each ack.
+pub async fn produce(broker: &Broker, topic: &str, records: &[(Option<&str>, Vec<u8>)]) {
+    use rdkafka::producer::FutureRecord;
+    let producer = broker.producer();
+    for (key, payload) in records {
+        let mut record = FutureRecord::<str, [u8]>::to(topic).payload(payload.as_slice());
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        producer
+            .send(record, std::time::Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+    }
+}

@@ -5,30 +5,13 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use arrow_flight::sql::client::FlightSqlServiceClient;
 use rdkafka::producer::FutureRecord;
 use recon_integration_tests::{
-    Broker, TestServer, batch, event_json, floats, query, sample_signals, strings, table,
+    Broker, TestServer, batch, event_json, eventually, floats, sample_signals, strings,
     write_parquet,
 };
-use tonic::transport::Channel;
-
-async fn eventually(client: &mut FlightSqlServiceClient<Channel>, sql: &str, expected: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = table(&query(client, sql).await.unwrap());
-        if got == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{sql}\nexpected:\n{expected}\ngot:\n{got}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Expected values are Python's: `round(2.675 - 2.6, 2) == 0.07` (the
 /// difference is 0.07499999999999973), `round(95 * 1.1, 2) == 104.5`.

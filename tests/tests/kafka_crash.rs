@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,33 +16,10 @@ use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Int32Type, Int64Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rdkafka::producer::FutureRecord;
-use recon_integration_tests::{Broker, event_json};
+use recon_integration_tests::{Broker, event_json, free_port, recon_binary};
 
 const TOPIC: &str = "transactions_topic";
 const CYCLES: usize = 10;
-
-fn recon_binary() -> PathBuf {
-    if let Ok(bin) = std::env::var("RECON_BIN") {
-        return bin.into();
-    }
-    // target/debug/deps/kafka_crash-… → target/debug/recon
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("recon");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p recon-server --bin recon` first (scripts/test.sh does)",
-        bin.display()
-    );
-    bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn start_recon(warehouse: &Path, broker: &str) -> Child {
     Command::new(recon_binary())

@@ -4,43 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use arrow_flight::sql::client::FlightSqlServiceClient;
 use rdkafka::producer::FutureRecord;
-use recon_integration_tests::{Broker, TestServer, event_json, query, table};
-use tonic::transport::Channel;
-
-async fn produce(broker: &Broker, topic: &str, records: &[(Option<&str>, Vec<u8>)]) {
-    let producer = broker.producer();
-    for (key, payload) in records {
-        let mut record = FutureRecord::<str, [u8]>::to(topic).payload(payload.as_slice());
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        producer
-            .send(record, Duration::from_secs(10))
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
-}
-
-/// Polls `sql` until it prints `expected` (or fails after 30 s).
-async fn eventually(client: &mut FlightSqlServiceClient<Channel>, sql: &str, expected: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = table(&query(client, sql).await.unwrap());
-        if got == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{sql}\nexpected:\n{expected}\ngot:\n{got}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use recon_integration_tests::{Broker, TestServer, event_json, eventually, produce, query, table};
 
 #[tokio::test]
 async fn produced_events_are_queryable_and_bad_records_rejected() {

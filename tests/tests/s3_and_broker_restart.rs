@@ -13,7 +13,9 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use rdkafka::producer::FutureRecord;
 use std::process::{Child, Command, Stdio};
 
-use recon_integration_tests::{Broker, S3Server, event_json, free_port, query, table};
+use recon_integration_tests::{
+    Broker, S3Server, connect_when_listening, event_json, free_port, query, recon_binary, table,
+};
 use tonic::transport::Channel;
 
 const TOPIC: &str = "transactions_topic";
@@ -84,19 +86,7 @@ impl Recon {
     }
 
     async fn client(&mut self) -> FlightSqlServiceClient<Channel> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            assert!(self.child.try_wait().unwrap().is_none(), "recon exited");
-            if let Ok(channel) = Channel::from_shared(self.url.clone())
-                .unwrap()
-                .connect()
-                .await
-            {
-                return FlightSqlServiceClient::new(channel);
-            }
-            assert!(Instant::now() < deadline, "recon did not listen");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        connect_when_listening(&self.url, &mut self.child, Duration::from_secs(30)).await
     }
 
     fn stop(mut self) {
@@ -110,20 +100,6 @@ impl Recon {
             "recon exits 0 on SIGTERM"
         );
     }
-}
-
-fn recon_binary() -> std::path::PathBuf {
-    if let Ok(bin) = std::env::var("RECON_BIN") {
-        return bin.into();
-    }
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("recon");
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo build -p recon-server --bin recon",
-        bin.display()
-    );
-    bin
 }
 
 #[tokio::test]

@@ -99,10 +99,10 @@ impl Default for Tables {
     }
 }
 
-/// Files replacing the default SQL of the index views. Each holds one
+/// The index views: files replacing their default SQL (each holds one
 /// `CREATE VIEW <name> AS …` statement; errors are reported at start with the
-/// file and the position.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// file and the position), and their materialisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Indexes {
     /// SQL file for `batch_index`.
@@ -111,6 +111,22 @@ pub struct Indexes {
     pub final_index_sql: Option<PathBuf>,
     /// SQL file for `merchant_daily_kpi`.
     pub merchant_daily_kpi_sql: Option<PathBuf>,
+    /// Seconds between scheduled refreshes of all three snapshots; 0 = only on demand.
+    pub refresh_interval_secs: u64,
+    /// Snapshots kept per view (the newest is `<view>_snapshot`); at least 1.
+    pub snapshot_retention: usize,
+}
+
+impl Default for Indexes {
+    fn default() -> Self {
+        Self {
+            batch_index_sql: None,
+            final_index_sql: None,
+            merchant_daily_kpi_sql: None,
+            refresh_interval_secs: 0,
+            snapshot_retention: 3,
+        }
+    }
 }
 
 /// Kafka ingest of the transactions topic.
@@ -208,6 +224,9 @@ pub enum ConfigError {
     /// Only one of the TLS files is set.
     #[error("tls.cert and tls.key must be set together")]
     TlsIncomplete,
+    /// `snapshot_retention` is zero.
+    #[error("indexes.snapshot_retention must be at least 1")]
+    NoSnapshots,
     /// `max_concurrent_queries` is zero.
     #[error("limits.max_concurrent_queries must be at least 1")]
     NoQueries,
@@ -289,6 +308,12 @@ pub struct ConfigArgs {
     /// indexes.merchant_daily_kpi_sql: a file with your own CREATE VIEW merchant_daily_kpi.
     #[arg(long, env = "RECON_MERCHANT_DAILY_KPI_SQL", value_name = "FILE")]
     pub merchant_daily_kpi_sql: Option<PathBuf>,
+    /// indexes.refresh_interval_secs: seconds between scheduled snapshot refreshes, 0 = on demand only [default: 0].
+    #[arg(long, env = "RECON_REFRESH_INTERVAL_SECS", value_name = "SECS")]
+    pub refresh_interval_secs: Option<u64>,
+    /// indexes.snapshot_retention: snapshots kept per view [default: 3].
+    #[arg(long, env = "RECON_SNAPSHOT_RETENTION", value_name = "N")]
+    pub snapshot_retention: Option<usize>,
     /// rules.risk_threshold: fraud score above which flag_compliance says high risk [default: 0.8].
     #[arg(long, env = "RECON_RISK_THRESHOLD")]
     pub risk_threshold: Option<f64>,
@@ -380,6 +405,11 @@ impl ConfigArgs {
         if a.merchant_daily_kpi_sql.is_some() {
             config.indexes.merchant_daily_kpi_sql = a.merchant_daily_kpi_sql;
         }
+        set(
+            &mut config.indexes.refresh_interval_secs,
+            a.refresh_interval_secs,
+        );
+        set(&mut config.indexes.snapshot_retention, a.snapshot_retention);
         set(&mut config.kafka.topic, a.kafka_topic);
         set(&mut config.kafka.group_id, a.kafka_group_id);
         set(&mut config.kafka.max_record_bytes, a.kafka_max_record_bytes);
@@ -431,6 +461,9 @@ impl Config {
         }
         if self.limits.max_concurrent_queries == 0 {
             return Err(ConfigError::NoQueries);
+        }
+        if self.indexes.snapshot_retention == 0 {
+            return Err(ConfigError::NoSnapshots);
         }
         self.rules.validate()?;
         Ok(())

@@ -2,7 +2,7 @@
 //!
 //! The `recon` server: configuration, catalog, Kafka ingest, batch tables, index
 //! views and their materialisation, the Flight SQL service, the HTTP API and
-//! metrics (DESIGN §1). Kafka ingest and the indexes arrive with their issues.
+//! metrics (DESIGN §1).
 //!
 //! - [`config`]: defaults → TOML file → `RECON_*` env → flags.
 //! - [`warehouse`]: the object-store root every table lives under.
@@ -11,13 +11,21 @@
 //! - [`flight`]: the Arrow Flight SQL service.
 //! - [`ingest`]: Kafka → the live `transactions` tables.
 //! - [`indexes`]: the `batch_index`, `final_index`, `merchant_daily_kpi` views.
+//! - [`snapshots`]: their materialised Parquet snapshots (`<view>_snapshot`).
+//! - [`appends`]: durable appends to batch tables (HTTP signals, bulk ingest).
+//! - [`http`]: `/ml_signals`, `/healthz`, `/metrics`.
+//! - [`metrics`]: the Prometheus text.
 //! - [`serve`]: `recon serve` — start, run, shut down.
 
+pub mod appends;
 pub mod config;
 pub mod flight;
+pub mod http;
 pub mod indexes;
 pub mod ingest;
+pub mod metrics;
 pub mod serve;
+pub mod snapshots;
 pub mod table_cache;
 pub mod tables;
 pub mod warehouse;

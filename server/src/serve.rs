@@ -14,9 +14,12 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::flight::auth::{AuthLayer, Authenticator};
 use crate::flight::queries::QueryEngine;
+use crate::flight::service::BulkIngest;
 use crate::flight::{ReconFlightSql, sql_info};
+use crate::http::HttpState;
 use crate::ingest::IngestTables;
 use crate::ingest::segments::SegmentStore;
+use crate::snapshots::Materializer;
 use crate::table_cache::CacheBudget;
 use crate::warehouse::Warehouse;
 
@@ -32,6 +35,8 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 pub struct RunningServer {
     /// The Flight SQL address actually bound (useful with port 0).
     pub flight_addr: SocketAddr,
+    /// The HTTP address actually bound.
+    pub http_addr: SocketAddr,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -49,12 +54,23 @@ impl RunningServer {
     }
 }
 
-/// Builds the session (warehouse, batch tables, ingest tables, functions) and
-/// the query engine, and starts loading the batch tables into memory in the
-/// background.
-pub async fn build_engine(
-    config: &Config,
-) -> anyhow::Result<(QueryEngine, IngestTables, Warehouse)> {
+/// What [`build_engine`] assembles.
+#[derive(Debug)]
+pub struct Engine {
+    /// Plans and runs SQL.
+    pub queries: QueryEngine,
+    /// The live tables Kafka ingest appends to.
+    pub ingest_tables: IngestTables,
+    /// The warehouse every table lives in.
+    pub warehouse: Warehouse,
+    /// The index snapshots.
+    pub materializer: Arc<Materializer>,
+}
+
+/// Builds the session (warehouse, batch tables, ingest tables, functions, index
+/// views and their snapshots) and the query engine, and starts loading the
+/// batch tables into memory in the background.
+pub async fn build_engine(config: &Config) -> anyhow::Result<Engine> {
     let warehouse = Warehouse::open(&config.warehouse)?;
     let budget = CacheBudget::new(
         usize::try_from(config.tables.cache_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
@@ -69,27 +85,53 @@ pub async fn build_engine(
     }
     let ingest_tables = crate::ingest::register(&ctx).await?;
     crate::indexes::register(&ctx, &config.indexes).await?;
-    Ok((
-        QueryEngine::new(ctx, config.limits.clone()),
+    let materializer =
+        Materializer::open(&ctx, &warehouse, config.indexes.snapshot_retention).await?;
+    Ok(Engine {
+        queries: QueryEngine::new(ctx, config.limits.clone())
+            .with_materializer(Arc::clone(&materializer)),
         ingest_tables,
         warehouse,
-    ))
+        materializer,
+    })
 }
 
 /// Binds the Flight SQL address and starts serving in the background.
 pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
-    let (engine, ingest_tables, warehouse) = build_engine(config).await?;
+    let Engine {
+        queries: engine,
+        ingest_tables,
+        warehouse,
+        materializer,
+    } = build_engine(config).await?;
     let credentials = config.auth.user.clone().zip(config.auth.password.clone());
     let auth = Arc::new(Authenticator::new(
         credentials,
         Duration::from_secs(config.auth.token_ttl_secs),
     ));
+    let signals_accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let http_state = HttpState {
+        engine: engine.clone(),
+        warehouse: warehouse.clone(),
+        auth: Arc::clone(&auth),
+        ingest: config
+            .kafka
+            .brokers
+            .as_ref()
+            .map(|_| ingest_tables.status.clone()),
+        materializer: Arc::clone(&materializer),
+        signals_accepted: Arc::clone(&signals_accepted),
+    };
     let service = ReconFlightSql::new(
         engine,
         Arc::clone(&auth),
         sql_info::sql_info(config.limits.query_timeout_secs)?,
         sql_info::xdbc_type_info()?,
-    );
+    )
+    .with_bulk_ingest(BulkIngest {
+        warehouse: warehouse.clone(),
+        signals_accepted: Arc::clone(&signals_accepted),
+    });
     let flight = FlightServiceServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -108,24 +150,33 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         .layer(AuthLayer::new(Arc::clone(&auth)))
         .add_service(flight);
     let (shutdown, mut stop) = tokio::sync::watch::channel(false);
+    let segments = SegmentStore::new(&warehouse, &config.kafka.topic)?;
     let ingest = match &config.kafka.brokers {
-        Some(_) => {
-            let segments = SegmentStore::new(&warehouse, &config.kafka.topic)?;
-            Some(tokio::spawn(crate::ingest::consumer::run(
-                config.kafka.clone(),
-                ingest_tables,
-                segments,
-                shutdown.subscribe(),
-            )))
+        Some(_) => Some(tokio::spawn(crate::ingest::consumer::run(
+            config.kafka.clone(),
+            ingest_tables,
+            segments,
+            shutdown.subscribe(),
+        ))),
+        None => {
+            // No Kafka: still show what earlier runs persisted.
+            crate::ingest::consumer::recover(&segments, &ingest_tables, false).await?;
+            None
         }
-        None => None,
     };
+    let (http_addr, http) =
+        crate::http::serve(config.http_addr, http_state, shutdown.subscribe()).await?;
+    if config.indexes.refresh_interval_secs > 0 {
+        let every = Duration::from_secs(config.indexes.refresh_interval_secs);
+        tokio::spawn(Arc::clone(&materializer).run_schedule(every, shutdown.subscribe()));
+    }
     let task = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.wait_for(|s| *s).await;
             })
             .await?;
+        http.await??;
         if let Some(ingest) = ingest {
             ingest.await?;
         }
@@ -139,6 +190,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     );
     Ok(RunningServer {
         flight_addr,
+        http_addr,
         shutdown,
         task,
     })

@@ -146,6 +146,11 @@ impl Warehouse {
         ListingTableUrl::parse(self.url(relative)?)
     }
 
+    /// The local file-system path of `relative`, when the warehouse is local.
+    pub fn local_path(&self, relative: &str) -> Option<std::path::PathBuf> {
+        self.url(relative).ok()?.to_file_path().ok()
+    }
+
     /// The object-store path of `relative`, for direct reads and writes.
     pub fn path(&self, relative: &str) -> Result<object_store::path::Path, DataFusionError> {
         let url = self.url(relative)?;

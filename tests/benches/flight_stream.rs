@@ -281,6 +281,7 @@ async fn measure_recon(warehouse: &Path, runs: usize) -> Figures {
         .args(["serve", "--warehouse"])
         .arg(warehouse)
         .args(["--flight-addr", &format!("127.0.0.1:{port}")])
+        .args(["--http-addr", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

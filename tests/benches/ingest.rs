@@ -66,6 +66,7 @@ fn main() {
             .arg("--warehouse")
             .arg(warehouse.path())
             .args(["--flight-addr", &format!("127.0.0.1:{port}")])
+            .args(["--http-addr", "127.0.0.1:0"])
             .args(["--kafka-brokers", &broker.address])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

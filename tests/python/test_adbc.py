@@ -137,3 +137,43 @@ def test_auth_on_without_credentials_is_refused(auth_server):
         with flightsql.connect(auth_server) as c, c.cursor() as cur:
             cur.execute("SELECT 1")
     assert "nauthenticated" in str(err.value)
+
+
+def test_adbc_ingest_appends_signals_durably(conn):
+    """adbc_ingest (Flight SQL CommandStatementIngest) appends to ml_fraud_signals:
+    missing columns become NULL, the rows are queryable at once, and the table
+    keeps its contract schema."""
+    signals = pa.table(
+        {
+            "fraud_signal_id": ["FS-PY-1", "FS-PY-2", "FS-PY-3"],
+            "transaction_id": ["T-1", "T-2", "T-unknown"],
+            "fraud_score": pa.array([0.91, 0.15, 0.5], type=pa.float32()),
+            "model_version": ["py-1", None, "py-1"],
+        }
+    )
+    with conn.cursor() as cur:
+        assert cur.adbc_ingest("ml_fraud_signals", signals, mode="append") == 3
+        cur.execute(
+            "SELECT fraud_signal_id, transaction_id, round(fraud_score, 2) AS score, "
+            "model_version, inference_time FROM ml_fraud_signals "
+            "WHERE fraud_signal_id LIKE 'FS-PY-%' ORDER BY fraud_signal_id"
+        )
+        rows = cur.fetchall()
+    assert rows == [
+        ("FS-PY-1", "T-1", 0.91, "py-1", None),
+        ("FS-PY-2", "T-2", 0.15, None, None),
+        ("FS-PY-3", "T-unknown", 0.5, "py-1", None),
+    ]
+
+
+def test_adbc_ingest_refusals(conn):
+    with conn.cursor() as cur:
+        bad_column = pa.table({"fraud_signal_id": ["FS-X"], "colour": ["red"]})
+        with pytest.raises(adbc_driver_manager.Error, match="unknown column"):
+            cur.adbc_ingest("ml_fraud_signals", bad_column, mode="append")
+        with pytest.raises(adbc_driver_manager.Error, match="not a batch table"):
+            cur.adbc_ingest("transactions", pa.table({"transaction_id": ["T"]}), mode="append")
+        with pytest.raises(adbc_driver_manager.Error, match="exists"):
+            cur.adbc_ingest("ml_fraud_signals", pa.table({"fraud_signal_id": ["FS-Y"]}), mode="create")
+        cur.execute("SELECT count(*) FROM ml_fraud_signals WHERE fraud_signal_id IN ('FS-X', 'FS-Y')")
+        assert cur.fetchone() == (0,)

@@ -2,6 +2,8 @@
 //! data set in the layouts the seed's Spark script writes, a recon server started
 //! on a free loopback port, and Flight SQL clients connected to it.
 
+pub mod scale;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -158,6 +160,8 @@ pub fn sample_signals() -> RecordBatch {
 pub struct TestServer {
     /// `http://127.0.0.1:PORT` of the Flight SQL endpoint.
     pub url: String,
+    /// `http://127.0.0.1:PORT` of the HTTP API.
+    pub http_url: String,
     /// The warehouse folder.
     pub warehouse: tempfile::TempDir,
     server: RunningServer,
@@ -177,6 +181,7 @@ impl TestServer {
         let mut config = Config {
             warehouse: warehouse.path().display().to_string(),
             flight_addr: "127.0.0.1:0".parse().expect("addr"),
+            http_addr: "127.0.0.1:0".parse().expect("addr"),
             ..Config::default()
         };
         adjust(&mut config);
@@ -185,8 +190,10 @@ impl TestServer {
             .await
             .expect("server starts");
         let url = format!("http://{}", server.flight_addr);
+        let http_url = format!("http://{}", server.http_addr);
         Self {
             url,
+            http_url,
             warehouse,
             server,
         }
@@ -538,4 +545,64 @@ pub async fn produce(broker: &Broker, topic: &str, records: &[(Option<&str>, Vec
             .map_err(|(e, _)| e)
             .expect("produce");
     }
+}
+
+/// One HTTP/1.1 request over a new loopback connection (blocking; call from
+/// `spawn_blocking` in async tests): returns the status code and the body.
+pub fn http_request(
+    url: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    authorization: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let host = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host)?;
+    let body = body.unwrap_or("");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(auth) = authorization {
+        request.push_str(&format!("Authorization: {auth}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes())?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Ok((
+        status,
+        if chunked {
+            dechunk(rest)
+        } else {
+            rest.to_owned()
+        },
+    ))
+}
+
+fn dechunk(mut text: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = text.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        text = rest[n..].trim_start_matches("\r\n");
+    }
+    out
 }

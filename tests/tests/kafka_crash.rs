@@ -27,6 +27,7 @@ fn start_recon(warehouse: &Path, broker: &str) -> Child {
         .arg("--warehouse")
         .arg(warehouse)
         .args(["--flight-addr", &format!("127.0.0.1:{}", free_port())])
+        .args(["--http-addr", "127.0.0.1:0"])
         .args(["--kafka-brokers", broker])
         .args([
             "--kafka-flush-interval-secs",

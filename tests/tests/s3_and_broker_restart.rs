@@ -68,6 +68,7 @@ impl Recon {
         let child = Command::new(recon_binary())
             .args(["serve", "--warehouse", "s3://recon-warehouse/prod"])
             .args(["--flight-addr", &format!("127.0.0.1:{port}")])
+            .args(["--http-addr", "127.0.0.1:0"])
             .args([
                 "--kafka-brokers",
                 broker,

@@ -44,6 +44,7 @@ use tracing::{info, warn};
 
 use super::error::status_from_datafusion;
 use crate::config::Limits;
+use crate::snapshots::Materializer;
 
 /// How long a plan made by GetFlightInfo waits for its DoGet.
 pub const PENDING_TTL: Duration = Duration::from_secs(600);
@@ -81,6 +82,9 @@ pub enum StatementKind {
     Query,
     /// CREATE VIEW / DROP VIEW: returns a row count.
     Update,
+    /// REFRESH INDEX: runs as an update (row count = rows written) or as a
+    /// query (one row describing the new snapshot).
+    Refresh,
 }
 
 /// A prepared statement: its SQL, its plan with placeholders, and the
@@ -118,6 +122,7 @@ pub struct QueryEngine {
     slots: Arc<Semaphore>,
     registry: Arc<Mutex<Registry>>,
     stats: Arc<EngineStats>,
+    materializer: Option<Arc<Materializer>>,
 }
 
 /// Counters over all queries (exported as metrics).
@@ -129,6 +134,8 @@ pub struct EngineStats {
     pub failed: AtomicU64,
     /// Rows streamed.
     pub rows: AtomicU64,
+    /// Wall time of queries, start to end of stream.
+    pub latency: crate::metrics::Histogram,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -154,7 +161,19 @@ impl QueryEngine {
             slots,
             registry: Arc::default(),
             stats: Arc::default(),
+            materializer: None,
         }
+    }
+
+    /// Lets `REFRESH INDEX` statements refresh snapshots through `materializer`.
+    pub fn with_materializer(mut self, materializer: Arc<Materializer>) -> Self {
+        self.materializer = Some(materializer);
+        self
+    }
+
+    /// The index snapshots, when materialisation is on.
+    pub fn materializer(&self) -> Option<&Arc<Materializer>> {
+        self.materializer.as_ref()
     }
 
     /// The session every query starts from.
@@ -183,6 +202,16 @@ impl QueryEngine {
     }
 
     async fn plan_inner(&self, sql: &str) -> Result<(LogicalPlan, StatementKind), Status> {
+        if let Some(view) = crate::snapshots::parse_refresh(sql) {
+            let view = view.map_err(|e| status_from_datafusion(&e))?;
+            let materializer = self
+                .materializer
+                .as_ref()
+                .ok_or_else(|| Status::unimplemented("this server does not materialise indexes"))?;
+            let plan = crate::snapshots::refresh_plan(materializer, view)
+                .map_err(|e| status_from_datafusion(&e))?;
+            return Ok((plan, StatementKind::Refresh));
+        }
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
         let mut statement = state
@@ -314,16 +343,23 @@ impl QueryEngine {
         execute_stream(physical, state.task_ctx())
     }
 
-    /// Runs an update statement (CREATE VIEW / DROP VIEW) and returns its row count.
+    /// Runs an update statement (CREATE VIEW / DROP VIEW, REFRESH INDEX) and
+    /// returns its row count (rows written for a refresh, else 0).
     pub async fn update(&self, plan: LogicalPlan) -> Result<i64, Status> {
-        self.ctx
+        let refresh = crate::snapshots::is_refresh_plan(&plan);
+        let batches = self
+            .ctx
             .execute_logical_plan(plan)
             .await
             .map_err(|e| status_from_datafusion(&e))?
             .collect()
             .await
             .map_err(|e| status_from_datafusion(&e))?;
-        Ok(0)
+        Ok(if refresh {
+            crate::snapshots::refreshed_rows(&batches)
+        } else {
+            0
+        })
     }
 
     /// Cancels a query by id: a running one stops at its next batch, a pending
@@ -394,7 +430,7 @@ impl QueryEngine {
 /// Fails unless the statement is a query.
 pub fn require_query(kind: StatementKind) -> Result<(), Status> {
     match kind {
-        StatementKind::Query => Ok(()),
+        StatementKind::Query | StatementKind::Refresh => Ok(()),
         StatementKind::Update => Err(Status::invalid_argument(
             "this statement does not return rows: execute it as an update (CommandStatementUpdate)",
         )),
@@ -594,7 +630,9 @@ impl Drop for QueryLog {
             .unwrap_or_else(|e| e.into_inner())
             .take()
             .unwrap_or_else(|| "dropped by client".to_owned());
-        let duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
+        let seconds = self.started.elapsed().as_secs_f64();
+        self.stats.latency.observe(seconds);
+        let duration_ms = seconds * 1e3;
         let rows = self.rows.load(Ordering::Relaxed);
         let bytes = self.bytes.load(Ordering::Relaxed);
         self.stats.rows.fetch_add(rows, Ordering::Relaxed);

@@ -18,8 +18,9 @@ use arrow_flight::sql::{
     CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys,
     CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
     CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
-    CommandPreparedStatementUpdate, CommandStatementQuery, CommandStatementUpdate,
-    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+    CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
 };
 use arrow_flight::{
     Action, BasicAuth, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightData,
@@ -49,7 +50,20 @@ pub struct ReconFlightSql {
     auth: Arc<Authenticator>,
     sql_info: Arc<SqlInfoData>,
     xdbc: Arc<XdbcTypeInfoData>,
+    bulk: Option<BulkIngest>,
 }
+
+/// Where bulk ingest (`CommandStatementIngest`) writes.
+#[derive(Debug, Clone)]
+pub struct BulkIngest {
+    /// The warehouse holding the batch tables.
+    pub warehouse: crate::warehouse::Warehouse,
+    /// ML signals accepted (shared with the HTTP API, for `/metrics`).
+    pub signals_accepted: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Largest bulk ingest accepted in one call (it is written as one Parquet file).
+pub const MAX_INGEST_BYTES: usize = 1 << 30;
 
 impl ReconFlightSql {
     /// A service answering from `engine`, logging in through `auth`.
@@ -64,7 +78,14 @@ impl ReconFlightSql {
             auth,
             sql_info: Arc::new(sql_info),
             xdbc: Arc::new(xdbc),
+            bulk: None,
         }
+    }
+
+    /// Turns on bulk ingest into the batch tables.
+    pub fn with_bulk_ingest(mut self, bulk: BulkIngest) -> Self {
+        self.bulk = Some(bulk);
+        self
     }
 
     /// Starts `plan` and streams its batches as Flight data.
@@ -186,6 +207,7 @@ fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
 async fn read_put_batches(
     request: Request<PeekableFlightDataStream>,
     limit: usize,
+    what: &str,
 ) -> Result<Vec<RecordBatch>, Status> {
     // The first message may carry only the descriptor (no Arrow data): skip such.
     let stream = request
@@ -203,12 +225,46 @@ async fn read_put_batches(
         bytes += batch.get_array_memory_size();
         if bytes > limit {
             return Err(Status::invalid_argument(format!(
-                "parameters too large: more than {limit} bytes"
+                "{what} too large: more than {limit} bytes"
             )));
         }
         out.push(batch);
     }
     Ok(out)
+}
+
+/// Bulk ingest appends to the contract's batch tables, which always exist: it
+/// refuses temporary tables, other catalogs, replacing, and "fail if exists".
+fn check_ingest_target(cmd: &CommandStatementIngest) -> Result<(), Status> {
+    use arrow_flight::sql::TableExistsOption;
+    if cmd.temporary {
+        return Err(Status::invalid_argument(
+            "temporary tables are not supported",
+        ));
+    }
+    if cmd.catalog.as_deref().is_some_and(|c| c != "recon")
+        || cmd.schema.as_deref().is_some_and(|s| s != "public")
+    {
+        return Err(Status::not_found(format!(
+            "bulk ingest writes to recon.public tables, not {}.{}",
+            cmd.catalog.as_deref().unwrap_or("recon"),
+            cmd.schema.as_deref().unwrap_or("public")
+        )));
+    }
+    let if_exists = cmd
+        .table_definition_options
+        .as_ref()
+        .map_or(TableExistsOption::Unspecified, |o| o.if_exists());
+    match if_exists {
+        TableExistsOption::Unspecified | TableExistsOption::Append => Ok(()),
+        TableExistsOption::Fail => Err(Status::already_exists(format!(
+            "table {} exists (its schema is fixed by the data contract): ingest with mode \"append\"",
+            cmd.table
+        ))),
+        TableExistsOption::Replace => Err(Status::invalid_argument(
+            "replacing a batch table is not supported: ingest appends (mode \"append\")",
+        )),
+    }
 }
 
 /// Flight SQL's schema for GetPrimaryKeys.
@@ -570,12 +626,36 @@ impl FlightSqlService for ReconFlightSql {
         self.engine.update(plan).await
     }
 
+    async fn do_put_statement_ingest(
+        &self,
+        cmd: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let bulk = self
+            .bulk
+            .as_ref()
+            .ok_or_else(|| Status::unimplemented("bulk ingest is off on this server"))?;
+        check_ingest_target(&cmd)?;
+        let batches = read_put_batches(request, MAX_INGEST_BYTES, "bulk ingest").await?;
+        let batch = crate::appends::conform(&cmd.table, &batches)
+            .map_err(crate::appends::AppendError::into_status)?;
+        let rows = crate::appends::append(&bulk.warehouse, &cmd.table, &batch)
+            .await
+            .map_err(crate::appends::AppendError::into_status)?;
+        if cmd.table == "ml_fraud_signals" {
+            bulk.signals_accepted
+                .fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        tracing::info!(table = %cmd.table, rows, "bulk ingest stored");
+        Ok(i64::try_from(rows).unwrap_or(i64::MAX))
+    }
+
     async fn do_put_prepared_statement_query(
         &self,
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        let batches = read_put_batches(request, MAX_PARAMETER_BYTES).await?;
+        let batches = read_put_batches(request, MAX_PARAMETER_BYTES, "parameters").await?;
         self.engine
             .bind(&query.prepared_statement_handle, &batches)?;
         Ok(DoPutPreparedStatementResult {
@@ -589,7 +669,7 @@ impl FlightSqlService for ReconFlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let handle = query.prepared_statement_handle;
-        let batches = read_put_batches(request, MAX_PARAMETER_BYTES).await?;
+        let batches = read_put_batches(request, MAX_PARAMETER_BYTES, "parameters").await?;
         if !batches.is_empty() {
             self.engine.bind(&handle, &batches)?;
         }
@@ -616,7 +696,7 @@ impl FlightSqlService for ReconFlightSql {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let (handle, prepared) = self.engine.prepare(&query.query).await?;
         let dataset_schema = match prepared.kind {
-            StatementKind::Query => {
+            StatementKind::Query | StatementKind::Refresh => {
                 super::queries::flight_schema(prepared.plan.schema().as_arrow())
             }
             StatementKind::Update => Arc::new(Schema::empty()),
@@ -656,13 +736,46 @@ impl FlightSqlService for ReconFlightSql {
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
         let action = request.into_inner();
-        if action.r#type != "CancelFlightInfo" {
-            return Err(Status::invalid_argument(format!(
-                "unknown action {:?}",
-                action.r#type
-            )));
-        }
-        let req = CancelFlightInfoRequest::decode(action.body).map_err(|e| {
+        let body = match action.r#type.as_str() {
+            "CancelFlightInfo" => self.cancel_flight_info(&action.body)?,
+            REFRESH_ACTION => self.refresh_index(&action.body).await?,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown action {other:?} (supported: CancelFlightInfo, {REFRESH_ACTION})"
+                )));
+            }
+        };
+        let result = arrow_flight::Result { body: body.into() };
+        Ok(Response::new(Box::pin(futures::stream::iter([Ok(result)]))))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// The Flight action that refreshes an index snapshot: body = the view's name
+/// (UTF-8), result = the new snapshot as JSON.
+pub const REFRESH_ACTION: &str = "RefreshIndex";
+
+impl ReconFlightSql {
+    /// `RefreshIndex`: refreshes the named view's snapshot.
+    async fn refresh_index(&self, body: &[u8]) -> Result<Vec<u8>, Status> {
+        let view = std::str::from_utf8(body)
+            .map_err(|_| Status::invalid_argument("RefreshIndex body must be a UTF-8 view name"))?
+            .trim();
+        let materializer = self
+            .engine
+            .materializer()
+            .ok_or_else(|| Status::unimplemented("this server does not materialise indexes"))?;
+        let snapshot = materializer
+            .refresh(view)
+            .await
+            .map_err(crate::snapshots::RefreshError::into_status)?;
+        serde_json::to_vec(&snapshot).map_err(|e| Status::internal(e.to_string()))
+    }
+
+    /// `CancelFlightInfo`: cancels the queries a FlightInfo names.
+    fn cancel_flight_info(&self, body: &[u8]) -> Result<Vec<u8>, Status> {
+        let req = CancelFlightInfoRequest::decode(body).map_err(|e| {
             Status::invalid_argument(format!("invalid CancelFlightInfoRequest: {e}"))
         })?;
         let info = req
@@ -677,11 +790,6 @@ impl FlightSqlService for ReconFlightSql {
         let result = CancelFlightInfoResult {
             status: status as i32,
         };
-        let body = arrow_flight::Result {
-            body: result.encode_to_vec().into(),
-        };
-        Ok(Response::new(Box::pin(futures::stream::iter([Ok(body)]))))
+        Ok(result.encode_to_vec())
     }
-
-    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
 }

@@ -56,7 +56,7 @@ pub fn sql_info(statement_timeout_secs: u64) -> Result<SqlInfoData, FlightError>
         SqlSupportedTransaction::None as i32,
     );
     b.append(SqlInfo::FlightSqlServerCancel, true);
-    b.append(SqlInfo::FlightSqlServerBulkIngestion, false);
+    b.append(SqlInfo::FlightSqlServerBulkIngestion, true);
     b.append(SqlInfo::FlightSqlServerIngestTransactionsSupported, false);
     b.append(
         SqlInfo::FlightSqlServerStatementTimeout,

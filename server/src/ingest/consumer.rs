@@ -302,7 +302,7 @@ pub async fn run(
             return;
         }
     };
-    let checkpoint = match recover(&segments, &tables).await {
+    let checkpoint = match recover(&segments, &tables, true).await {
         Ok(c) => c,
         Err(e) => {
             warn!(error = %e, "cannot read the ingest checkpoint or segments; ingest is off");
@@ -393,13 +393,15 @@ pub async fn run(
     info!("Kafka ingest stopped");
 }
 
-/// Reads the checkpoint and the committed segments back into the live tables.
-async fn recover(
+/// Reads the checkpoint and the committed segments back into the live tables
+/// (also what a server without Kafka shows: the persisted stream).
+pub async fn recover(
     segments: &SegmentStore,
     tables: &IngestTables,
+    delete_orphans: bool,
 ) -> datafusion::error::Result<Checkpoint> {
     let checkpoint = segments.load_checkpoint().await?;
-    let (transactions, rejects) = segments.recover(&checkpoint).await?;
+    let (transactions, rejects) = segments.recover(&checkpoint, delete_orphans).await?;
     let rows: usize = transactions.iter().map(|b| b.num_rows()).sum();
     tables.transactions.append_flushed(transactions);
     tables.rejects.append_flushed(rejects);

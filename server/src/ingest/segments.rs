@@ -115,18 +115,29 @@ impl SegmentStore {
         }
     }
 
-    /// Deletes orphan segments (past the checkpoint) and reads the committed
-    /// ones back: (transactions, rejects).
+    /// Reads the committed segments back: (transactions, rejects). Orphan
+    /// segments (past the checkpoint) are skipped, and deleted when
+    /// `delete_orphans` (only the server that ingests may delete them).
     pub async fn recover(
         &self,
         checkpoint: &Checkpoint,
+        delete_orphans: bool,
     ) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
-        let transactions = self.recover_dir(&self.segments, checkpoint).await?;
-        let rejects = self.recover_dir(&self.rejects, checkpoint).await?;
+        let transactions = self
+            .recover_dir(&self.segments, checkpoint, delete_orphans)
+            .await?;
+        let rejects = self
+            .recover_dir(&self.rejects, checkpoint, delete_orphans)
+            .await?;
         Ok((transactions, rejects))
     }
 
-    async fn recover_dir(&self, dir: &Path, checkpoint: &Checkpoint) -> Result<Vec<RecordBatch>> {
+    async fn recover_dir(
+        &self,
+        dir: &Path,
+        checkpoint: &Checkpoint,
+        delete_orphans: bool,
+    ) -> Result<Vec<RecordBatch>> {
         let files: Vec<_> = self.store.list(Some(dir)).try_collect().await?;
         let mut committed = Vec::new();
         for meta in files {
@@ -143,7 +154,7 @@ impl SegmentStore {
                 .unwrap_or(0);
             if last < next {
                 committed.push(((partition, first), meta.location));
-            } else {
+            } else if delete_orphans {
                 warn!(file = %meta.location, "deleting a segment written after the last checkpoint");
                 self.store.delete(&meta.location).await?;
             }
@@ -314,7 +325,7 @@ mod tests {
 
         let reloaded = store.load_checkpoint().await.unwrap();
         assert_eq!(reloaded, checkpoint);
-        let (transactions, rejects) = store.recover(&reloaded).await.unwrap();
+        let (transactions, rejects) = store.recover(&reloaded, true).await.unwrap();
         let good: usize = transactions.iter().map(RecordBatch::num_rows).sum();
         let bad: usize = rejects.iter().map(RecordBatch::num_rows).sum();
         assert_eq!((good, bad), (12, 3)); // offsets 0, 5 (p0) and 0 (p1) are rejects

@@ -41,6 +41,17 @@ struct Inner {
     flushes: i64,
 }
 
+/// Ingest counters over all partitions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Totals {
+    /// Records consumed.
+    pub records: i64,
+    /// Of which rejected.
+    pub rejects: i64,
+    /// Flushes committed.
+    pub flushes: i64,
+}
+
 /// Shared between the consumer (writer) and the table (reader).
 #[derive(Debug, Clone, Default)]
 pub struct IngestStatus {
@@ -98,6 +109,25 @@ impl IngestStatus {
     /// Total lag over all partitions (records the broker has that ingest has not consumed).
     pub fn total_lag(&self) -> i64 {
         self.lock().partitions.values().filter_map(lag).sum()
+    }
+
+    /// Records, rejects and flushes since start, over all partitions.
+    pub fn totals(&self) -> Totals {
+        let inner = self.lock();
+        Totals {
+            records: inner.partitions.values().map(|s| s.records).sum(),
+            rejects: inner.partitions.values().map(|s| s.rejects).sum(),
+            flushes: inner.flushes,
+        }
+    }
+
+    /// Lag per partition, where the high watermark is known.
+    pub fn lags(&self) -> Vec<(i32, i64)> {
+        self.lock()
+            .partitions
+            .iter()
+            .filter_map(|(p, s)| Some((*p, lag(s)?)))
+            .collect()
     }
 
     /// The table's one batch.

@@ -1,0 +1,144 @@
+//! Index refresh benchmark (DESIGN §4; not a test). For each scale (default
+//! 1 M and 5 M transactions, `BENCH_SCALES=1000000,5000000`):
+//!
+//! 1. a seeded warehouse ([`recon_integration_tests::scale`]): the transactions
+//!    as persisted ingest segments, statements (≈80 % matched), ML signals
+//!    (≈90 %), merchants and policies, all Parquet;
+//! 2. `recon serve` (release) over it; `REFRESH INDEX` of `batch_index`,
+//!    `final_index`, `merchant_daily_kpi` in turn, each timed from the client;
+//! 3. DuckDB (`scripts/duckdb_refresh.py` in the bench venv) computing the same
+//!    SQL from the same files to Parquet with the same compression, in the same
+//!    run and on the same cores; the ratio recon / DuckDB (≤ 1.0 = recon faster);
+//! 4. at the largest scale, 10 000 more transactions are added and the server
+//!    restarted, and `final_index` refreshed again: the refresh after new data.
+//!
+//! `scripts/bench-refresh.sh` builds and runs it. Without `--bench` (under
+//! `cargo test --benches`) it only writes and checks a tiny warehouse.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a bench fails loudly
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use recon_integration_tests::scale::write_scale_warehouse;
+use recon_integration_tests::{KillOnDrop, connect_when_listening, free_port, recon_binary};
+use tonic::transport::Channel;
+
+const VIEWS: [&str; 3] = ["batch_index", "final_index", "merchant_daily_kpi"];
+const ADDED: usize = 10_000;
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    if !full {
+        let dir = tempfile::tempdir().unwrap();
+        write_scale_warehouse(dir.path(), 0, 1_000, 1);
+        assert!(dir.path().join("output/partial_stream_index").is_dir());
+        return;
+    }
+    let scales: Vec<usize> = std::env::var("BENCH_SCALES")
+        .unwrap_or_else(|_| "1000000,5000000".into())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .replace('_', "")
+                .parse()
+                .expect("BENCH_SCALES: numbers")
+        })
+        .collect();
+    let python = std::env::var("BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    println!("| transactions | view | rows | recon s | DuckDB s | recon/DuckDB |");
+    println!("|---|---|---|---|---|---|");
+    for (i, &n) in scales.iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        write_scale_warehouse(dir.path(), 0, n, 42);
+        eprintln!(
+            "wrote {n} transactions in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        let recon = runtime.block_on(refresh_all(dir.path(), &VIEWS));
+        let duck = duckdb(&python, dir.path());
+        let mut total = (0.0, 0.0);
+        for (view, (rows, seconds)) in VIEWS.iter().zip(&recon) {
+            let peer = duck[view]["seconds"].as_f64().unwrap();
+            let peer_rows = duck[view]["rows"].as_i64().unwrap();
+            assert_eq!(
+                *rows, peer_rows,
+                "{view}: recon and DuckDB disagree on the row count"
+            );
+            total = (total.0 + seconds, total.1 + peer);
+            println!(
+                "| {n} | {view} | {rows} | {seconds:.2} | {peer:.2} | {:.2} |",
+                seconds / peer
+            );
+        }
+        println!(
+            "| {n} | all three | | {:.2} | {:.2} | {:.2} |",
+            total.0,
+            total.1,
+            total.0 / total.1
+        );
+        if i + 1 == scales.len() {
+            write_scale_warehouse(dir.path(), n, ADDED, 43);
+            let after = runtime.block_on(refresh_all(dir.path(), &["final_index"]));
+            println!(
+                "\nrefresh of final_index after {ADDED} new transactions at {n}: {:.2} s \
+                 (a full recompute: incremental refresh is not built)",
+                after[0].1
+            );
+        }
+    }
+}
+
+/// Starts recon over `warehouse` and refreshes `views` in turn: (rows, seconds) each.
+async fn refresh_all(warehouse: &Path, views: &[&str]) -> Vec<(i64, f64)> {
+    let port = free_port();
+    let mut child = KillOnDrop(
+        Command::new(recon_binary())
+            .arg("serve")
+            .arg("--warehouse")
+            .arg(warehouse)
+            .args(["--flight-addr", &format!("127.0.0.1:{port}")])
+            .args(["--http-addr", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start recon (cargo build --release -p recon-server)"),
+    );
+    let mut client: FlightSqlServiceClient<Channel> = connect_when_listening(
+        &format!("http://127.0.0.1:{port}"),
+        &mut child.0,
+        Duration::from_secs(120),
+    )
+    .await;
+    let mut out = Vec::new();
+    for view in views {
+        let started = Instant::now();
+        let rows = client
+            .execute_update(format!("REFRESH INDEX {view}"), None)
+            .await
+            .expect("refresh");
+        out.push((rows, started.elapsed().as_secs_f64()));
+    }
+    out
+}
+
+fn duckdb(python: &str, warehouse: &Path) -> serde_json::Value {
+    let out = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/duckdb_refresh.py");
+    let output = Command::new(python)
+        .arg(script)
+        .arg(warehouse)
+        .arg(out.path())
+        .output()
+        .expect("run python (BENCH_PYTHON) with duckdb");
+    assert!(
+        output.status.success(),
+        "duckdb_refresh.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("duckdb_refresh.py prints JSON")
+}

@@ -12,7 +12,8 @@
 //! 4. at the largest scale, 10 000 more transactions are added and the server
 //!    restarted, and `final_index` refreshed again: the refresh after new data.
 //!
-//! `scripts/bench-refresh.sh` builds and runs it. Without `--bench` (under
+//! `scripts/bench-refresh.sh` builds and runs it (`BENCH_KEEP_WAREHOUSE=DIR` keeps
+//! a copy of the data set). Without `--bench` (under
 //! `cargo test --benches`) it only writes and checks a tiny warehouse.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench fails loudly
@@ -55,6 +56,15 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let started = Instant::now();
         write_scale_warehouse(dir.path(), 0, n, 42);
+        if let Ok(keep) = std::env::var("BENCH_KEEP_WAREHOUSE") {
+            // For profiling by hand: a copy of the data set that outlives the run.
+            let status = Command::new("cp")
+                .arg("-r")
+                .arg(dir.path())
+                .arg(&keep)
+                .status();
+            assert!(status.is_ok_and(|s| s.success()), "cp to {keep}");
+        }
         eprintln!(
             "wrote {n} transactions in {:.1} s",
             started.elapsed().as_secs_f64()

@@ -3,6 +3,7 @@
 //!
 //! - [`decode`]: records → Arrow, bad records → rejects with the reason.
 //! - [`live`]: the in-memory tables queries read.
+//! - [`latest`]: `transactions_latest`, maintained as events arrive.
 //! - [`consumer`]: the rdkafka consumer (manual assignment of every partition,
 //!   periodic discovery of new ones, small batches for sub-second freshness,
 //!   flushes, resume after the checkpoint).
@@ -11,6 +12,7 @@
 
 pub mod consumer;
 pub mod decode;
+pub mod latest;
 pub mod live;
 pub mod segments;
 pub mod status;
@@ -21,18 +23,9 @@ use datafusion::error::Result;
 use datafusion::prelude::SessionContext;
 
 use self::decode::{REJECTS_SCHEMA, TRANSACTIONS_SCHEMA};
+use self::latest::LatestTable;
 use self::live::LiveTable;
 use self::status::{IngestStatus, StatusTable};
-
-/// `transactions_latest`: one row per transaction, its latest event (greatest
-/// `event_time`, ties broken by partition and offset).
-pub const TRANSACTIONS_LATEST_SQL: &str = "CREATE VIEW transactions_latest AS \
-    SELECT transaction_id, merchant_id, user_id, amount, currency, status, event_time, \
-           processed_at, kafka_partition, kafka_offset \
-    FROM (SELECT *, row_number() OVER (PARTITION BY transaction_id \
-            ORDER BY event_time DESC, kafka_partition DESC, kafka_offset DESC) AS event_rank \
-          FROM transactions) \
-    WHERE event_rank = 1";
 
 /// The ingest tables of one server.
 #[derive(Debug, Clone)]
@@ -59,6 +52,9 @@ pub async fn register(ctx: &SessionContext) -> Result<IngestTables> {
     )?;
     ctx.register_table("transactions", Arc::clone(&tables.transactions) as _)?;
     ctx.register_table("transactions_rejects", Arc::clone(&tables.rejects) as _)?;
-    ctx.sql(TRANSACTIONS_LATEST_SQL).await?;
+    ctx.register_table(
+        "transactions_latest",
+        Arc::new(LatestTable::new(Arc::clone(&tables.transactions))),
+    )?;
     Ok(tables)
 }

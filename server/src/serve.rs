@@ -161,6 +161,13 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         None => {
             // No Kafka: still show what earlier runs persisted.
             crate::ingest::consumer::recover(&segments, &ingest_tables, false).await?;
+            // Index the recovered events now rather than in the first query.
+            let latest = Arc::clone(&ingest_tables.latest);
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = latest.batches() {
+                    warn!(error = %e, "cannot index transactions_latest");
+                }
+            });
             None
         }
     };

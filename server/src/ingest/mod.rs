@@ -34,6 +34,8 @@ pub struct IngestTables {
     pub transactions: Arc<LiveTable>,
     /// Every record that could not be decoded.
     pub rejects: Arc<LiveTable>,
+    /// The latest event of each transaction.
+    pub latest: Arc<LatestTable>,
     /// Where ingest stands, per partition.
     pub status: IngestStatus,
 }
@@ -41,8 +43,10 @@ pub struct IngestTables {
 /// Registers `transactions`, `transactions_rejects` and `transactions_latest`
 /// (empty until ingest runs).
 pub async fn register(ctx: &SessionContext) -> Result<IngestTables> {
+    let transactions = Arc::new(LiveTable::new(Arc::clone(&TRANSACTIONS_SCHEMA)));
     let tables = IngestTables {
-        transactions: Arc::new(LiveTable::new(Arc::clone(&TRANSACTIONS_SCHEMA))),
+        latest: Arc::new(LatestTable::new(Arc::clone(&transactions))),
+        transactions,
         rejects: Arc::new(LiveTable::new(Arc::clone(&REJECTS_SCHEMA))),
         status: IngestStatus::default(),
     };
@@ -52,9 +56,6 @@ pub async fn register(ctx: &SessionContext) -> Result<IngestTables> {
     )?;
     ctx.register_table("transactions", Arc::clone(&tables.transactions) as _)?;
     ctx.register_table("transactions_rejects", Arc::clone(&tables.rejects) as _)?;
-    ctx.register_table(
-        "transactions_latest",
-        Arc::new(LatestTable::new(Arc::clone(&tables.transactions))),
-    )?;
+    ctx.register_table("transactions_latest", Arc::clone(&tables.latest) as _)?;
     Ok(tables)
 }

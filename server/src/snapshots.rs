@@ -28,7 +28,6 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
@@ -540,11 +539,7 @@ impl TableProvider for SnapshotsTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let snapshots = self.0.upgrade().map(|m| m.snapshots()).unwrap_or_default();
         let batch = snapshots_batch(&snapshots)?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            self.schema(),
-            projection.cloned(),
-        )?)
+        crate::ingest::live::memory_scan(vec![batch], self.schema(), projection)
     }
 }
 
@@ -643,11 +638,7 @@ impl TableProvider for RefreshTable {
             .await
             .map_err(|e| DataFusionError::External(Box::new(e.into_status())))?;
         let batch = snapshots_batch(&[snapshot])?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            self.schema(),
-            projection.cloned(),
-        )?)
+        crate::ingest::live::memory_scan(vec![batch], self.schema(), projection)
     }
 }
 

@@ -22,12 +22,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench fails loudly
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use recon_integration_tests::scale::write_scale_warehouse;
-use recon_integration_tests::{KillOnDrop, connect_when_listening, free_port, recon_binary};
+use recon_integration_tests::{KillOnDrop, connect_when_listening, free_port, recon_serve};
 use tonic::transport::Channel;
 
 const VIEWS: [&str; 3] = ["batch_index", "final_index", "merchant_daily_kpi"];
@@ -110,14 +110,7 @@ fn main() {
 async fn refresh_all(warehouse: &Path, views: &[&str]) -> Vec<(i64, f64)> {
     let port = free_port();
     let mut child = KillOnDrop(
-        Command::new(recon_binary())
-            .arg("serve")
-            .arg("--warehouse")
-            .arg(warehouse)
-            .args(["--flight-addr", &format!("127.0.0.1:{port}")])
-            .args(["--http-addr", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+        recon_serve(warehouse, port)
             .spawn()
             .expect("start recon (cargo build --release -p recon-server)"),
     );

@@ -475,6 +475,21 @@ pub fn recon_binary() -> std::path::PathBuf {
     bin
 }
 
+/// `recon serve` over `warehouse` with Flight SQL on loopback `port`, HTTP on
+/// any free loopback port, warnings only in the log, stdout discarded.
+pub fn recon_serve(warehouse: &std::path::Path, port: u16) -> std::process::Command {
+    let mut command = std::process::Command::new(recon_binary());
+    command
+        .arg("serve")
+        .arg("--warehouse")
+        .arg(warehouse)
+        .args(["--flight-addr", &format!("127.0.0.1:{port}")])
+        .args(["--http-addr", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null());
+    command
+}
+
 /// A child process killed (SIGKILL) and reaped when dropped.
 #[derive(Debug)]
 pub struct KillOnDrop(pub std::process::Child);

@@ -12,14 +12,14 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use rand::{Rng, SeedableRng};
 use recon_integration_tests::scale::write_scale_warehouse;
 use recon_integration_tests::{
-    KillOnDrop, connect_when_listening, free_port, query, recon_binary, table,
+    KillOnDrop, connect_when_listening, free_port, query, recon_serve, table,
 };
 use tonic::transport::Channel;
 
@@ -28,14 +28,7 @@ const CYCLES: usize = 6;
 
 async fn start(warehouse: &Path) -> (KillOnDrop, FlightSqlServiceClient<Channel>) {
     let port = free_port();
-    let mut child = Command::new(recon_binary())
-        .arg("serve")
-        .arg("--warehouse")
-        .arg(warehouse)
-        .args(["--flight-addr", &format!("127.0.0.1:{port}")])
-        .args(["--http-addr", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+    let mut child = recon_serve(warehouse, port)
         .stderr(Stdio::null())
         .spawn()
         .unwrap();

@@ -16,16 +16,12 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use datafusion::catalog::Session;
-use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::live::LiveTable;
-
-/// How many partitions a scan is split into.
-const SCAN_PARTITIONS: usize = 2;
+use super::live::{LiveTable, memory_scan};
 
 /// Where an event is and how it ranks: (event_time, partition, offset).
 #[derive(Debug, Clone, Copy)]
@@ -146,15 +142,7 @@ impl TableProvider for LatestTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let mut partitions = vec![Vec::new(); SCAN_PARTITIONS];
-        for (i, batch) in self.batches()?.into_iter().enumerate() {
-            partitions[i % SCAN_PARTITIONS].push(batch);
-        }
-        Ok(MemorySourceConfig::try_new_exec(
-            &partitions,
-            self.schema(),
-            projection.cloned(),
-        )?)
+        memory_scan(self.batches()?, self.schema(), projection)
     }
 }
 

@@ -108,14 +108,24 @@ impl TableProvider for LiveTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let mut partitions = vec![Vec::new(); SCAN_PARTITIONS];
-        for (i, batch) in self.snapshot().into_iter().enumerate() {
-            partitions[i % SCAN_PARTITIONS].push(batch);
-        }
-        Ok(MemorySourceConfig::try_new_exec(
-            &partitions,
-            self.schema(),
-            projection.cloned(),
-        )?)
+        memory_scan(self.snapshot(), self.schema(), projection)
     }
+}
+
+/// A scan of in-memory `batches`, dealt round-robin into [`SCAN_PARTITIONS`]
+/// partitions so both cores work.
+pub fn memory_scan(
+    batches: Vec<RecordBatch>,
+    schema: SchemaRef,
+    projection: Option<&Vec<usize>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let mut partitions = vec![Vec::new(); SCAN_PARTITIONS];
+    for (i, batch) in batches.into_iter().enumerate() {
+        partitions[i % SCAN_PARTITIONS].push(batch);
+    }
+    Ok(MemorySourceConfig::try_new_exec(
+        &partitions,
+        schema,
+        projection.cloned(),
+    )?)
 }

@@ -44,7 +44,7 @@ echo "== benches, each case run once as a smoke test"
 cargo test --workspace --benches
 echo "== cargo test (unit, sqllogictest, CPython fidelity, Flight SQL and Kafka end to end, doc tests)"
 # The crash test and the Python tests run the recon binary itself.
-cargo build --quiet -p recon-server --bin recon
+cargo build --quiet -p recon-server --bin recon -p recon-client --bin recon-cli
 cargo test --workspace
 
 echo "== Python ADBC tests against the recon binary"

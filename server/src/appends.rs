@@ -16,12 +16,10 @@ use datafusion::arrow::compute::{CastOptions, cast_with_options, concat_batches}
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::util::display::FormatOptions;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 
 use crate::tables::{BATCH_TABLES, batch_location, batch_schema};
-use crate::warehouse::Warehouse;
+use crate::warehouse::{Warehouse, parquet_bytes};
 
 /// Why rows were not appended.
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +113,8 @@ pub async fn append(
         chrono::Utc::now().format("%Y%m%dT%H%M%S%6fZ"),
         crate::flight::random_hex(4)
     );
-    let bytes = parquet_bytes(batch).map_err(|e| storage(&e))?;
+    let bytes =
+        parquet_bytes(batch, Compression::ZSTD(ZstdLevel::default())).map_err(|e| storage(&e))?;
     let path = warehouse.path(&name).map_err(|e| storage(&e))?;
     let create = PutOptions {
         mode: PutMode::Create,
@@ -128,17 +127,6 @@ pub async fn append(
         .map_err(|e| storage(&e))?;
     sync_local(warehouse, &name).map_err(|e| storage(&e))?;
     Ok(batch.num_rows())
-}
-
-fn parquet_bytes(batch: &RecordBatch) -> parquet::errors::Result<Vec<u8>> {
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::default()))
-        .build();
-    let mut out = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(properties))?;
-    writer.write(batch)?;
-    writer.close()?;
-    Ok(out)
 }
 
 /// On a local warehouse, flushes the new file and its folder to disk (the
@@ -254,7 +242,7 @@ mod tests {
             .path()
             .join("batch_parquet_data/ml_fraud_signals.parquet");
         std::fs::create_dir_all(single.parent().unwrap()).unwrap();
-        std::fs::write(&single, parquet_bytes(&batch).unwrap()).unwrap();
+        std::fs::write(&single, parquet_bytes(&batch, Compression::SNAPPY).unwrap()).unwrap();
         assert_eq!(append(&w, "ml_fraud_signals", &batch).await.unwrap(), 1);
         assert_eq!(append(&w, "ml_fraud_signals", &batch).await.unwrap(), 1);
         let mut names: Vec<String> = std::fs::read_dir(&single)

@@ -24,10 +24,7 @@ use datafusion::catalog::Session;
 use datafusion::config::TableParquetOptions;
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::datasource::empty::EmptyTable;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
+use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
@@ -281,7 +278,7 @@ impl Materializer {
         };
         let mut kept = read_lock(&slot.kept).clone();
         kept.insert(0, snapshot.clone());
-        let dropped = kept.split_off(kept.len().min(self.retention));
+        kept.truncate(self.retention);
         write_manifest(
             &self.warehouse,
             slot.view,
@@ -297,7 +294,7 @@ impl Materializer {
             Arc::clone(&slot.table.schema),
         )?);
         *slot.kept.write().unwrap_or_else(|e| e.into_inner()) = kept.clone();
-        if let Err(e) = self.prune(slot.view, &kept, &dropped).await {
+        if let Err(e) = self.prune(slot.view, &kept).await {
             warn!(view = slot.view, error = %e, "cannot remove old snapshots");
         }
         Ok(snapshot)
@@ -323,7 +320,7 @@ impl Materializer {
 
     /// Deletes the folders of snapshots no longer kept, and any folder a
     /// failed or killed refresh left behind.
-    async fn prune(&self, view: &str, kept: &[Snapshot], dropped: &[Snapshot]) -> Result<()> {
+    async fn prune(&self, view: &str, kept: &[Snapshot]) -> Result<()> {
         let store = self.warehouse.store();
         let root = self.warehouse.path(&format!("output/{view}/"))?;
         let listing = store.list_with_delimiter(Some(&root)).await?;
@@ -343,15 +340,7 @@ impl Materializer {
             if let Some(folder) = self.warehouse.local_path(&format!("output/{view}/{name}/")) {
                 let _ = std::fs::remove_dir_all(folder);
             }
-            let was_kept = dropped
-                .iter()
-                .any(|s| s.location.trim_end_matches('/').ends_with(name));
-            info!(
-                view,
-                folder = name,
-                retired = was_kept,
-                "snapshot folder removed"
-            );
+            info!(view, folder = name, "snapshot folder removed");
         }
         Ok(())
     }
@@ -367,16 +356,12 @@ fn manifest_location(view: &str) -> String {
 
 async fn read_manifest(warehouse: &Warehouse, view: &str) -> Result<Manifest> {
     let path = warehouse.path(&manifest_location(view))?;
-    match warehouse.store().get(&path).await {
-        Ok(object) => {
-            let bytes = object.bytes().await?;
-            serde_json::from_slice(&bytes).map_err(|e| {
-                DataFusionError::Execution(format!("invalid snapshot manifest {path}: {e}"))
-            })
-        }
-        Err(object_store::Error::NotFound { .. }) => Ok(Manifest::default()),
-        Err(e) => Err(e.into()),
-    }
+    crate::warehouse::read_json_or_default(
+        warehouse.store().as_ref(),
+        &path,
+        "invalid snapshot manifest",
+    )
+    .await
 }
 
 /// Replaces the manifest in one put (atomic on local files and S3).
@@ -402,10 +387,8 @@ fn listing(
         .iter()
         .map(|f| ListingTableUrl::parse(warehouse.url(&format!("{}{f}", snapshot.location))?))
         .collect::<Result<Vec<_>>>()?;
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new_with_multi_paths(urls)
-        .with_listing_options(options)
+        .with_listing_options(crate::tables::parquet_listing_options())
         .with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))
 }
@@ -589,13 +572,6 @@ pub fn refresh_plan(
         None,
     )?
     .build()
-}
-
-/// Whether `plan` is a [`refresh_plan`].
-pub fn is_refresh_plan(plan: &datafusion::logical_expr::LogicalPlan) -> bool {
-    matches!(plan, datafusion::logical_expr::LogicalPlan::TableScan(scan)
-        if datafusion::datasource::source_as_provider(&scan.source)
-            .is_ok_and(|p| p.downcast_ref::<RefreshTable>().is_some()))
 }
 
 /// The rows a refresh wrote, from the batches its plan returned.

@@ -108,16 +108,20 @@ pub fn register_batch_tables(
     Ok(tables)
 }
 
+/// How recon lists Parquet tables: `.parquet` files, read with the default
+/// Parquet options (batch tables and index snapshots alike).
+pub fn parquet_listing_options() -> ListingOptions {
+    ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet")
+}
+
 /// A listing table over one Parquet file or a folder of them, read as `schema`.
 pub fn parquet_table(
     warehouse: &Warehouse,
     location: &str,
     schema: SchemaRef,
 ) -> Result<Arc<ListingTable>> {
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new(warehouse.listing_url(location)?)
-        .with_listing_options(options)
+        .with_listing_options(parquet_listing_options())
         .with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))
 }

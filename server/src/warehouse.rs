@@ -18,6 +18,38 @@ use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use url::Url;
 
+/// One batch as a Parquet file in memory, compressed with `compression`.
+pub fn parquet_bytes(
+    batch: &datafusion::arrow::array::RecordBatch,
+    compression: parquet::basic::Compression,
+) -> parquet::errors::Result<bytes::Bytes> {
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(compression)
+        .build();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props))?;
+    writer.write(batch)?;
+    Ok(bytes::Bytes::from(writer.into_inner()?))
+}
+
+/// The JSON object at `path` (a checkpoint, a manifest), or `T::default()`
+/// when there is none yet; `what` names it in the error for a corrupt file.
+pub async fn read_json_or_default<T: serde::de::DeserializeOwned + Default>(
+    store: &dyn ObjectStore,
+    path: &object_store::path::Path,
+    what: &str,
+) -> Result<T, DataFusionError> {
+    use object_store::ObjectStoreExt;
+    match store.get(path).await {
+        Ok(got) => {
+            let bytes = got.bytes().await?;
+            serde_json::from_slice(&bytes)
+                .map_err(|e| DataFusionError::Execution(format!("{what} {path}: {e}")))
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(T::default()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Why the warehouse URL cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum WarehouseError {

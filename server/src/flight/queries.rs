@@ -345,8 +345,7 @@ impl QueryEngine {
 
     /// Runs an update statement (CREATE VIEW / DROP VIEW, REFRESH INDEX) and
     /// returns its row count (rows written for a refresh, else 0).
-    pub async fn update(&self, plan: LogicalPlan) -> Result<i64, Status> {
-        let refresh = crate::snapshots::is_refresh_plan(&plan);
+    pub async fn update(&self, plan: LogicalPlan, kind: StatementKind) -> Result<i64, Status> {
         let batches = self
             .ctx
             .execute_logical_plan(plan)
@@ -355,7 +354,7 @@ impl QueryEngine {
             .collect()
             .await
             .map_err(|e| status_from_datafusion(&e))?;
-        Ok(if refresh {
+        Ok(if kind == StatementKind::Refresh {
             crate::snapshots::refreshed_rows(&batches)
         } else {
             0

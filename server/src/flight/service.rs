@@ -623,7 +623,7 @@ impl FlightSqlService for ReconFlightSql {
                 "this statement returns rows: execute it as a query",
             ));
         }
-        self.engine.update(plan).await
+        self.engine.update(plan, kind).await
     }
 
     async fn do_put_statement_ingest(
@@ -680,11 +680,17 @@ impl FlightSqlService for ReconFlightSql {
             ));
         }
         if prepared.parameters.is_empty() {
-            return self.engine.update(bind_row(&prepared, None)?).await;
+            return self
+                .engine
+                .update(bind_row(&prepared, None)?, prepared.kind)
+                .await;
         }
         let mut count = 0;
         for row in &prepared.parameters {
-            count += self.engine.update(bind_row(&prepared, Some(row))?).await?;
+            count += self
+                .engine
+                .update(bind_row(&prepared, Some(row))?, prepared.kind)
+                .await?;
         }
         Ok(count)
     }

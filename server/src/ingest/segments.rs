@@ -24,21 +24,19 @@ use datafusion::arrow::array::Int32Array;
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::compute::kernels::cmp::eq;
 use datafusion::arrow::compute::{concat_batches, filter_record_batch};
-use datafusion::arrow::datatypes::{Int32Type, SchemaRef};
+use datafusion::arrow::datatypes::Int32Type;
 use datafusion::error::{DataFusionError, Result};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::decode::{PARTITION_COLUMN, REJECTS_SCHEMA, TRANSACTIONS_SCHEMA};
-use crate::warehouse::Warehouse;
+use crate::warehouse::{Warehouse, parquet_bytes, read_json_or_default};
 
 /// Folder of the persisted good events (the partial stream index).
 pub const SEGMENTS_DIR: &str = "output/partial_stream_index";
@@ -100,19 +98,7 @@ impl SegmentStore {
 
     /// The last committed checkpoint (empty when none was written yet).
     pub async fn load_checkpoint(&self) -> Result<Checkpoint> {
-        match self.store.get(&self.checkpoint).await {
-            Ok(got) => {
-                let bytes = got.bytes().await?;
-                serde_json::from_slice(&bytes).map_err(|e| {
-                    DataFusionError::Execution(format!(
-                        "corrupt checkpoint {}: {e}",
-                        self.checkpoint
-                    ))
-                })
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(Checkpoint::default()),
-            Err(e) => Err(e.into()),
-        }
+        read_json_or_default(self.store.as_ref(), &self.checkpoint, "corrupt checkpoint").await
     }
 
     /// Reads the committed segments back: (transactions, rejects). Orphan
@@ -209,7 +195,7 @@ impl SegmentStore {
     }
 
     async fn put_create(&self, path: &Path, batch: &RecordBatch) -> Result<()> {
-        let bytes = parquet_bytes(batch)?;
+        let bytes = parquet_bytes(batch, Compression::SNAPPY)?;
         let options = PutOptions {
             mode: PutMode::Create,
             ..PutOptions::default()
@@ -241,17 +227,6 @@ fn rows_of_partition(batch: &RecordBatch, partition: i32) -> Result<RecordBatch>
     let partitions = partitions(batch)?;
     let mask = eq(partitions, &Int32Array::new_scalar(partition))?;
     Ok(filter_record_batch(batch, &mask)?)
-}
-
-/// One batch as a snappy Parquet file in memory.
-fn parquet_bytes(batch: &RecordBatch) -> Result<Bytes> {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
-    let schema: SchemaRef = batch.schema();
-    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(props))?;
-    writer.write(batch)?;
-    Ok(Bytes::from(writer.into_inner()?))
 }
 
 #[cfg(test)]

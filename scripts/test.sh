@@ -10,19 +10,10 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/recon-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-need_apt=()
-command -v python3 >/dev/null || need_apt+=(python3)
-python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
-command -v cc >/dev/null || need_apt+=(build-essential)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "installing: ${need_apt[*]}"
-  apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
-fi
-# The Kafka-protocol broker the ingest tests start (DESIGN §10); built once.
-if ! command -v tansu >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" ]; then
-  echo "installing the tansu broker (once, 10-20 minutes)"
-  cargo install tansu --locked --features dynostore
-fi
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+ensure_system_packages
+ensure_tansu
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
 
 echo "== Python venv for the client tests and the S3 server (moto)"

@@ -1,17 +1,32 @@
 //! # recon-client
 //!
 //! The Flight SQL client library behind `recon-cli` (DESIGN §8): connect (with
-//! optional TLS and Basic login), run a query and collect its batches, refresh
-//! an index snapshot, and print batches as a table, CSV or JSON. The REPL,
-//! `generate` and `status` are not built yet.
+//! optional TLS and Basic login), run a query and collect its result, append
+//! Arrow batches to a batch table (bulk ingest), and the pieces of the command
+//! line — result printing ([`output`]), the interactive shell ([`repl`]), the
+//! server overview ([`status`]) and the seeded data generator ([`generate`]).
+
+pub mod generate;
+pub mod output;
+pub mod repl;
+pub mod status;
 
 use std::time::Duration;
 
 use anyhow::Context;
 use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
 use arrow_flight::sql::client::FlightSqlServiceClient;
+use arrow_flight::sql::{
+    CommandStatementIngest, TableDefinitionOptions, TableExistsOption, TableNotExistOption,
+};
 use futures::TryStreamExt;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+pub use output::{Format, write};
+
+/// A logged-in Flight SQL client.
+pub type Client = FlightSqlServiceClient<Channel>;
 
 /// Where and how to connect.
 #[derive(Debug, Clone)]
@@ -30,7 +45,7 @@ pub struct Connection {
 
 impl Connection {
     /// A logged-in Flight SQL client.
-    pub async fn connect(&self) -> anyhow::Result<FlightSqlServiceClient<Channel>> {
+    pub async fn connect(&self) -> anyhow::Result<Client> {
         let scheme = if self.tls { "https" } else { "http" };
         let url = format!("{scheme}://{}:{}", self.host, self.port);
         let mut endpoint =
@@ -53,15 +68,29 @@ impl Connection {
     }
 }
 
-/// Runs `sql` and collects every batch of its result.
-pub async fn query(
-    client: &mut FlightSqlServiceClient<Channel>,
-    sql: &str,
-) -> anyhow::Result<Vec<RecordBatch>> {
+/// A query's result: its schema and every batch.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    /// The result's columns (also when there are no rows).
+    pub schema: SchemaRef,
+    /// The rows.
+    pub batches: Vec<RecordBatch>,
+}
+
+impl QueryResult {
+    /// Number of rows.
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+/// Runs `sql` and collects its result.
+pub async fn query(client: &mut Client, sql: &str) -> anyhow::Result<QueryResult> {
     let info = client
         .execute(sql.to_owned(), None)
         .await
         .map_err(server_error)?;
+    let schema = SchemaRef::new(info.clone().try_decode_schema().map_err(server_error)?);
     let mut batches = Vec::new();
     for endpoint in info.endpoint {
         let ticket = endpoint
@@ -70,51 +99,33 @@ pub async fn query(
         let stream = client.do_get(ticket).await.map_err(server_error)?;
         batches.extend(stream.try_collect::<Vec<_>>().await.map_err(server_error)?);
     }
-    Ok(batches)
+    Ok(QueryResult { schema, batches })
+}
+
+/// Appends `batches` to the batch table `table` (Flight SQL bulk ingest); the
+/// server has them on disk when this returns. Returns the rows appended.
+pub async fn append(
+    client: &mut Client,
+    table: &str,
+    batches: Vec<RecordBatch>,
+) -> anyhow::Result<i64> {
+    let command = CommandStatementIngest {
+        table_definition_options: Some(TableDefinitionOptions {
+            if_not_exist: TableNotExistOption::Fail.into(),
+            if_exists: TableExistsOption::Append.into(),
+        }),
+        table: table.to_owned(),
+        ..Default::default()
+    };
+    let stream = futures::stream::iter(batches.into_iter().map(Ok));
+    client
+        .execute_ingest(command, stream)
+        .await
+        .map_err(server_error)
+        .with_context(|| format!("appending to {table}"))
 }
 
 /// The server's own message, without the client library's wrapping.
 fn server_error(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("{e}")
-}
-
-/// How results are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// An aligned text table.
-    Table,
-    /// CSV with a header row.
-    Csv,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Writes `batches` to `out` in `format`.
-pub fn write(
-    batches: &[RecordBatch],
-    format: Format,
-    out: &mut dyn std::io::Write,
-) -> anyhow::Result<()> {
-    match format {
-        Format::Table => writeln!(
-            out,
-            "{}",
-            arrow::util::pretty::pretty_format_batches(batches)?
-        )?,
-        Format::Csv => {
-            let mut writer = arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(out);
-            for batch in batches {
-                writer.write(batch)?;
-            }
-        }
-        Format::Json => {
-            let mut writer = arrow::json::LineDelimitedWriter::new(out);
-            let refs: Vec<&RecordBatch> = batches.iter().collect();
-            writer.write_batches(&refs)?;
-            writer.finish()?;
-        }
-    }
-    Ok(())
 }

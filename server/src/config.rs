@@ -117,6 +117,16 @@ pub struct Indexes {
     pub snapshot_retention: usize,
 }
 
+impl Indexes {
+    /// Whether all three views are the built-in ones (incremental refreshes
+    /// rely on their keys).
+    pub fn uses_builtin_views(&self) -> bool {
+        self.batch_index_sql.is_none()
+            && self.final_index_sql.is_none()
+            && self.merchant_daily_kpi_sql.is_none()
+    }
+}
+
 impl Default for Indexes {
     fn default() -> Self {
         Self {

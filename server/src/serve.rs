@@ -85,8 +85,13 @@ pub async fn build_engine(config: &Config) -> anyhow::Result<Engine> {
     }
     let ingest_tables = crate::ingest::register(&ctx).await?;
     crate::indexes::register(&ctx, &config.indexes).await?;
-    let materializer =
-        Materializer::open(&ctx, &warehouse, config.indexes.snapshot_retention).await?;
+    let materializer = Materializer::open(
+        &ctx,
+        &warehouse,
+        config.indexes.snapshot_retention,
+        config.indexes.uses_builtin_views(),
+    )
+    .await?;
     Ok(Engine {
         queries: QueryEngine::new(ctx, config.limits.clone())
             .with_materializer(Arc::clone(&materializer)),

@@ -11,9 +11,11 @@
 //! 3. DuckDB (`scripts/duckdb_refresh.py` in the bench venv) computing the same
 //!    SQL from the same files to Parquet with the same compression, in the same
 //!    run and on the same cores; the ratio recon / DuckDB (≤ 1.0 = recon faster);
-//! 4. at the largest scale, 10 000 more transactions are added (as segments; the
-//!    server is restarted to see them) and `final_index` refreshed again: the
-//!    refresh after new data.
+//! 4. at the largest scale, 10 000 more transactions arrive (as ingest segments;
+//!    the server is restarted to see them, then warmed up by an untimed query)
+//!    and `batch_index` and `final_index` are refreshed again — incrementally,
+//!    from the snapshots of step 2 — next to a forced full refresh
+//!    (`REFRESH INDEX final_index FULL`) in the same run, as a ratio.
 //!
 //! `scripts/bench-refresh.sh` builds and runs it (`BENCH_KEEP_WAREHOUSE=DIR` keeps
 //! a copy of the data set). Without `--bench` (under
@@ -26,7 +28,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use recon_integration_tests::scale::write_scale_warehouse;
+use recon_integration_tests::scale::{append_scale_transactions, write_scale_warehouse};
 use recon_integration_tests::{KillOnDrop, connect_when_listening, free_port, recon_serve};
 use tonic::transport::Channel;
 
@@ -95,12 +97,21 @@ fn main() {
             total.0 / total.1
         );
         if i + 1 == scales.len() {
-            write_scale_warehouse(dir.path(), n, ADDED, 43);
-            let after = runtime.block_on(refresh_all(dir.path(), &["final_index"]));
+            append_scale_transactions(dir.path(), n, ADDED, 43);
+            let statements = [
+                "REFRESH INDEX batch_index",
+                "REFRESH INDEX final_index",
+                "REFRESH INDEX final_index FULL",
+            ];
+            let after = runtime.block_on(run_after_warm_up(dir.path(), &statements));
+            println!("\n| after {ADDED} new transactions at {n} | kind | rows written | s |");
+            println!("|---|---|---|---|");
+            for (statement, (kind, rows, seconds)) in statements.iter().zip(&after) {
+                println!("| `{statement}` | {kind} | {rows} | {seconds:.2} |");
+            }
             println!(
-                "\nrefresh of final_index after {ADDED} new transactions at {n}: {:.2} s \
-                 (a full recompute: incremental refresh is not built)",
-                after[0].1
+                "| incremental / full (final_index) | | | {:.3} |",
+                after[1].2 / after[2].2
             );
         }
     }
@@ -140,6 +151,57 @@ async fn refresh_all(warehouse: &Path, views: &[&str]) -> Vec<(i64, f64)> {
             .await
             .expect("refresh");
         out.push((rows, started.elapsed().as_secs_f64()));
+    }
+    out
+}
+
+/// Starts recon over `warehouse`, warms it up with an untimed query over every
+/// index (tables loaded, latest-event index built), then runs `statements` in
+/// turn: (snapshot kind, rows written, seconds) each.
+async fn run_after_warm_up(warehouse: &Path, statements: &[&str]) -> Vec<(String, i64, f64)> {
+    let port = free_port();
+    let mut child = KillOnDrop(recon_serve(warehouse, port).spawn().expect("start recon"));
+    let mut client: FlightSqlServiceClient<Channel> = connect_when_listening(
+        &format!("http://127.0.0.1:{port}"),
+        &mut child.0,
+        Duration::from_secs(120),
+    )
+    .await;
+    for _ in 0..2 {
+        let started = Instant::now();
+        recon_integration_tests::query(
+            &mut client,
+            "SELECT (SELECT count(*) FROM final_index) + (SELECT count(*) FROM batch_index)",
+        )
+        .await
+        .expect("warm-up query");
+        eprintln!(
+            "warm-up query: {:.2} s (not in the table)",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let mut out = Vec::new();
+    for statement in statements {
+        let started = Instant::now();
+        let rows = client
+            .execute_update((*statement).to_owned(), None)
+            .await
+            .expect("refresh");
+        let seconds = started.elapsed().as_secs_f64();
+        let view = statement.split_whitespace().nth(2).unwrap();
+        let kind = recon_integration_tests::query(
+            &mut client,
+            &format!("SELECT kind FROM index_snapshots WHERE current AND view = '{view}'"),
+        )
+        .await
+        .unwrap();
+        let kind = recon_integration_tests::table(&kind)
+            .lines()
+            .nth(3)
+            .unwrap_or_default()
+            .trim_matches(|c| c == '|' || c == ' ')
+            .to_owned();
+        out.push((kind, rows, seconds));
     }
     out
 }

@@ -33,6 +33,51 @@ const BASE_MICROS: i64 = 1_793_577_600_000_000;
 /// of partition 0) with their statements and signals, and a checkpoint after
 /// the last event. Call again with a later `first` to add transactions.
 pub fn write_scale_warehouse(root: &Path, first: usize, n: usize, seed: u64) {
+    write_scale(root, first, n, seed, true);
+}
+
+/// Adds transactions `first..first+n` as new events only (no statements or
+/// signals for them yet): what Kafka ingest leaves after they arrive.
+pub fn append_scale_transactions(root: &Path, first: usize, n: usize, seed: u64) {
+    write_scale(root, first, n, seed, false);
+}
+
+/// Adds one later event (status `REFUNDED`, an hour after the first event) for
+/// each of the existing transactions `ids`, at offsets `first..` of partition 0.
+pub fn append_status_updates(root: &Path, ids: &[usize], first: usize) {
+    let mut rng = StdRng::seed_from_u64(first as u64);
+    let base = transactions(&mut rng, first, first + ids.len());
+    let mut columns = base.columns().to_vec();
+    columns[0] = strings(ids.iter().map(|i| Some(format!("TX-{i:010}"))));
+    columns[5] = strings(ids.iter().map(|_| Some("REFUNDED".to_owned())));
+    let times = ids
+        .iter()
+        .map(|&i| BASE_MICROS + (i as i64) * 1_000_000 + 3_600_000_000);
+    columns[6] = Arc::new(TimestampMicrosecondArray::from_iter_values(times).with_timezone("UTC"));
+    let batch = RecordBatch::try_new(base.schema(), columns).expect("updates");
+    let last = first + ids.len() - 1;
+    write_parquet(
+        &root
+            .join(SEGMENTS_DIR)
+            .join(segment_name(0, first as i64, last as i64)),
+        &batch,
+    );
+    write_checkpoint(root, last + 1);
+}
+
+fn write_checkpoint(root: &Path, next: usize) {
+    let checkpoint = Checkpoint {
+        next_offsets: [(0, next as i64)].into(),
+        written_at: "2026-11-01T00:00:00Z".into(),
+    };
+    let path = root
+        .join(CHECKPOINT_DIR)
+        .join("ingest-transactions_topic.json");
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, serde_json::to_vec(&checkpoint).expect("json")).expect("checkpoint");
+}
+
+fn write_scale(root: &Path, first: usize, n: usize, seed: u64, with_batch_rows: bool) {
     let mut rng = StdRng::seed_from_u64(seed ^ first as u64);
     if first == 0 {
         write_parquet(&root.join(batch_location("merchants")), &merchants());
@@ -44,7 +89,11 @@ pub fn write_scale_warehouse(root: &Path, first: usize, n: usize, seed: u64) {
         let tx = transactions(&mut rng, start, end);
         let name = segment_name(0, start as i64, end as i64 - 1);
         write_parquet(&root.join(SEGMENTS_DIR).join(name), &tx);
-        let part = format!("part-{start:010}.parquet");
+        start = end;
+        if !with_batch_rows {
+            continue;
+        }
+        let part = format!("part-{:010}.parquet", end - tx.num_rows());
         write_parquet(
             &root
                 .join(batch_location("aggregator_statements"))
@@ -55,17 +104,8 @@ pub fn write_scale_warehouse(root: &Path, first: usize, n: usize, seed: u64) {
             &root.join(batch_location("ml_fraud_signals")).join(&part),
             &signals(&mut rng, &tx),
         );
-        start = end;
     }
-    let checkpoint = Checkpoint {
-        next_offsets: [(0, (first + n) as i64)].into(),
-        written_at: "2026-11-01T00:00:00Z".into(),
-    };
-    let path = root
-        .join(CHECKPOINT_DIR)
-        .join("ingest-transactions_topic.json");
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-    std::fs::write(path, serde_json::to_vec(&checkpoint).expect("json")).expect("checkpoint");
+    write_checkpoint(root, first + n);
 }
 
 fn merchant_id(i: usize) -> String {

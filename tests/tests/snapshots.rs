@@ -1,12 +1,17 @@
 //! Materialised index snapshots through Flight SQL: `REFRESH INDEX` as an
 //! update, as a query, as a prepared statement and as a Flight action;
 //! `<view>_snapshot` equals the view at refresh time; `index_snapshots`; the
-//! retention count; leftovers of an interrupted refresh; a restart.
+//! retention count; leftovers of an interrupted refresh; a restart;
+//! incremental refreshes after new and updated transactions (only their rows
+//! recomputed, the snapshot still equal to the view), and what makes a refresh
+//! full again.
 
 use arrow::array::{Array, StringArray};
 use arrow_flight::Action;
 use futures::TryStreamExt;
-use recon_integration_tests::scale::write_scale_warehouse;
+use recon_integration_tests::scale::{
+    append_scale_transactions, append_status_updates, write_scale_warehouse,
+};
 use recon_integration_tests::{TestServer, query, rows, table};
 use tonic::Code;
 
@@ -108,10 +113,11 @@ async fn refresh_as_update_query_prepared_and_action() {
         table(&live_kpi)
     );
 
-    // As a Flight action: JSON of the new snapshot.
+    // As a Flight action: JSON of the new snapshot (FULL: nothing changed,
+    // so an incremental refresh would write no rows).
     let mut flight = server.flight_client().await;
     let results: Vec<_> = flight
-        .do_action(Action::new("RefreshIndex", "final_index"))
+        .do_action(Action::new("RefreshIndex", "final_index FULL"))
         .await
         .expect("action")
         .into_inner()
@@ -149,7 +155,7 @@ async fn refresh_as_update_query_prepared_and_action() {
 
     // A third refresh retires the oldest folder.
     client
-        .execute_update("REFRESH INDEX final_index".into(), None)
+        .execute_update("REFRESH INDEX final_index FULL".into(), None)
         .await
         .unwrap();
     assert_eq!(snapshot_folders(&server, "final_index").len(), 2);
@@ -164,10 +170,12 @@ async fn bad_refresh_statements_are_invalid_argument() {
         "REFRESH INDEX nope",
         "REFRESH final_index",
         "REFRESH INDEX final_index now",
+        "REFRESH INDEX final_index FULL please",
     ] {
         let err = client.execute_update(sql.into(), None).await.unwrap_err();
         assert!(
-            err.to_string().contains("expected REFRESH INDEX <view>"),
+            err.to_string()
+                .contains("expected REFRESH INDEX <view> [FULL]"),
             "{sql}: {err}"
         );
     }
@@ -225,7 +233,7 @@ async fn leftovers_are_removed_and_snapshots_survive_a_restart() {
     .await;
     assert_eq!(live, snap);
     client
-        .execute_update("REFRESH INDEX final_index".into(), None)
+        .execute_update("REFRESH INDEX final_index FULL".into(), None)
         .await
         .unwrap();
     assert!(
@@ -233,5 +241,155 @@ async fn leftovers_are_removed_and_snapshots_survive_a_restart() {
         "the next refresh removes what a killed one left"
     );
     assert_eq!(snapshot_folders(&server, "final_index").len(), 2);
+    server.stop().await;
+}
+
+/// The rows of `view` minus those of its snapshot, and the other way round,
+/// over every column but the refresh timestamp: "0 0" when they are equal.
+async fn difference(
+    client: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+    view: &str,
+) -> String {
+    let columns = match view {
+        "batch_index" => {
+            "transaction_id, merchant_id, user_id, amount, currency, status, statement_id, \
+             posting_date, amount_posted, fee_charged, discrepancy, reconciliation_status"
+        }
+        _ => {
+            "transaction_id, merchant_id, user_id, amount, currency, status, discrepancy, \
+             reconciliation_status, fraud_signal_id, fraud_score, inference_time, policy_flags, \
+             risk_label, masked_user, final_status, processed_at"
+        }
+    };
+    let sql = format!(
+        "SELECT (SELECT count(*) FROM (SELECT {columns} FROM {view} EXCEPT ALL \
+           SELECT {columns} FROM {view}_snapshot)) AS missing, \
+           (SELECT count(*) FROM (SELECT {columns} FROM {view}_snapshot EXCEPT ALL \
+           SELECT {columns} FROM {view})) AS extra"
+    );
+    let out = count(client, &sql).await;
+    out.lines()
+        .nth(3)
+        .unwrap_or_default()
+        .split('|')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn current_kind(
+    client: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+    view: &str,
+) -> String {
+    let out = count(
+        client,
+        &format!("SELECT kind, layers FROM index_snapshots WHERE current AND view = '{view}'"),
+    )
+    .await;
+    out.lines()
+        .nth(3)
+        .unwrap_or_default()
+        .split('|')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[tokio::test]
+async fn incremental_refresh_recomputes_only_changed_transactions() {
+    let server = server(3).await;
+    let mut client = server.sql_client().await;
+    for view in ["batch_index", "final_index"] {
+        client
+            .execute_update(format!("REFRESH INDEX {view}"), None)
+            .await
+            .unwrap();
+        assert_eq!(current_kind(&mut client, view).await, "full 1");
+    }
+    // 40 new transactions and a later event for 25 existing ones arrive.
+    let warehouse = server.stop_keeping_warehouse().await;
+    append_scale_transactions(warehouse.path(), TRANSACTIONS, 40, 9);
+    let updated: Vec<usize> = (0..25).map(|i| i * 97).collect();
+    append_status_updates(warehouse.path(), &updated, TRANSACTIONS + 40);
+    let server = TestServer::start_in(warehouse, |_| {}).await;
+    let mut client = server.sql_client().await;
+    let updated_ids = updated
+        .iter()
+        .map(|i| format!("'TX-{i:010}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for view in ["batch_index", "final_index"] {
+        let written = client
+            .execute_update(format!("REFRESH INDEX {view}"), None)
+            .await
+            .unwrap();
+        assert_eq!(current_kind(&mut client, view).await, "incremental 2");
+        // Exactly the changed transactions' rows were written.
+        let changed = count(
+            &mut client,
+            &format!(
+                "SELECT count(*) AS n FROM {view} WHERE transaction_id >= 'TX-{TRANSACTIONS:010}' \
+                 OR transaction_id IN ({updated_ids})"
+            ),
+        )
+        .await;
+        assert!(
+            changed.contains(&format!("| {written} ")),
+            "{written} vs {changed}"
+        );
+        assert!(written >= 65, "{written}");
+        assert_eq!(difference(&mut client, view).await, "0 0", "{view}");
+        // The updated transactions' old rows are gone from the snapshot.
+        let old = count(
+            &mut client,
+            &format!(
+                "SELECT count(*) AS n FROM {view}_snapshot \
+                 WHERE transaction_id IN ({updated_ids}) AND status <> 'REFUNDED'"
+            ),
+        )
+        .await;
+        assert!(old.contains("| 0 "), "{old}");
+    }
+    // Nothing new: an incremental refresh writes nothing and changes nothing.
+    let written = client
+        .execute_update("REFRESH INDEX final_index".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(written, 0);
+    assert_eq!(
+        current_kind(&mut client, "final_index").await,
+        "incremental 3"
+    );
+    assert_eq!(difference(&mut client, "final_index").await, "0 0");
+
+    // A layered snapshot survives a restart.
+    let warehouse = server.stop_keeping_warehouse().await;
+    let server = TestServer::start_in(warehouse, |_| {}).await;
+    let mut client = server.sql_client().await;
+    assert_eq!(difference(&mut client, "final_index").await, "0 0");
+
+    // New statement files change a batch input: the next refresh is full.
+    recon_integration_tests::write_parquet(
+        &server
+            .warehouse
+            .path()
+            .join("batch_parquet_data/aggregator_statements.parquet/extra.parquet"),
+        &recon_integration_tests::sample_statements(),
+    );
+    client
+        .execute_update("REFRESH INDEX final_index".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(current_kind(&mut client, "final_index").await, "full 1");
+    assert_eq!(difference(&mut client, "final_index").await, "0 0");
+    // FULL forces a full refresh.
+    client
+        .execute_update("REFRESH INDEX batch_index FULL".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(current_kind(&mut client, "batch_index").await, "full 1");
+    assert_eq!(difference(&mut client, "batch_index").await, "0 0");
     server.stop().await;
 }

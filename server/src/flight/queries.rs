@@ -202,13 +202,13 @@ impl QueryEngine {
     }
 
     async fn plan_inner(&self, sql: &str) -> Result<(LogicalPlan, StatementKind), Status> {
-        if let Some(view) = crate::snapshots::parse_refresh(sql) {
-            let view = view.map_err(|e| status_from_datafusion(&e))?;
+        if let Some(target) = crate::snapshots::parse_refresh(sql) {
+            let (view, mode) = target.map_err(|e| status_from_datafusion(&e))?;
             let materializer = self
                 .materializer
                 .as_ref()
                 .ok_or_else(|| Status::unimplemented("this server does not materialise indexes"))?;
-            let plan = crate::snapshots::refresh_plan(materializer, view)
+            let plan = crate::snapshots::refresh_plan(materializer, view, mode)
                 .map_err(|e| status_from_datafusion(&e))?;
             return Ok((plan, StatementKind::Refresh));
         }

@@ -763,19 +763,21 @@ impl FlightSqlService for ReconFlightSql {
 pub const REFRESH_ACTION: &str = "RefreshIndex";
 
 impl ReconFlightSql {
-    /// `RefreshIndex`: refreshes the named view's snapshot.
+    /// `RefreshIndex`: refreshes the named view's snapshot (body: `<view>`
+    /// or `<view> FULL`).
     async fn refresh_index(&self, body: &[u8]) -> Result<Vec<u8>, Status> {
-        let view = std::str::from_utf8(body)
-            .map_err(|_| Status::invalid_argument("RefreshIndex body must be a UTF-8 view name"))?
-            .trim();
+        let body = std::str::from_utf8(body)
+            .map_err(|_| Status::invalid_argument("RefreshIndex body must be a UTF-8 view name"))?;
+        let words: Vec<&str> = body.split_whitespace().collect();
         let materializer = self
             .engine
             .materializer()
             .ok_or_else(|| Status::unimplemented("this server does not materialise indexes"))?;
-        let snapshot = materializer
-            .refresh(view)
-            .await
-            .map_err(crate::snapshots::RefreshError::into_status)?;
+        let snapshot = match crate::snapshots::parse_target(&words) {
+            Some((view, mode)) => materializer.refresh_with(view, mode).await,
+            None => materializer.refresh(body.trim()).await,
+        }
+        .map_err(crate::snapshots::RefreshError::into_status)?;
         serde_json::to_vec(&snapshot).map_err(|e| Status::internal(e.to_string()))
     }
 

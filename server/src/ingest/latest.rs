@@ -5,6 +5,10 @@
 //! appended since the last scan (so each event is looked at once), and a scan
 //! returns every batch filtered by its "is latest" mask. This replaces a sort
 //! of every event per query — the largest cost of the index views.
+//!
+//! A scan filtered on `transaction_id = 'x'` or `transaction_id IN (…)` (what
+//! an incremental index refresh asks for) looks the ids up in the index and
+//! returns just their rows.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,11 +18,14 @@ use datafusion::arrow::array::{
     Array, AsArray, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::compute::interleave_record_batch;
 use datafusion::arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use datafusion::catalog::Session;
+use datafusion::common::ScalarValue;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::expr::InList;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::live::{LiveTable, memory_scan};
@@ -56,13 +63,37 @@ impl LatestTable {
         }
     }
 
-    /// The latest event of every transaction, as filtered batches.
-    pub fn batches(&self) -> Result<Vec<RecordBatch>> {
+    /// The source's batches and the index, brought up to date with them.
+    fn current(&self) -> Result<(Vec<RecordBatch>, std::sync::MutexGuard<'_, Index>)> {
         let all = self.source.snapshot();
         let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
         for (i, batch) in all.iter().enumerate().skip(index.masks.len()) {
             index.add(i, batch)?;
         }
+        Ok((all, index))
+    }
+
+    /// The latest events of the transactions `ids` (each at most once), as one batch.
+    pub fn lookup(&self, ids: &[&str]) -> Result<RecordBatch> {
+        let (all, index) = self.current()?;
+        let mut positions: Vec<(usize, usize)> = ids
+            .iter()
+            .filter_map(|id| index.latest.get(*id))
+            .map(|p| (p.batch as usize, p.row as usize))
+            .collect();
+        drop(index);
+        positions.sort_unstable();
+        positions.dedup();
+        let batches: Vec<&RecordBatch> = all.iter().collect();
+        if positions.is_empty() {
+            return Ok(RecordBatch::new_empty(self.schema()));
+        }
+        Ok(interleave_record_batch(&batches, &positions)?)
+    }
+
+    /// The latest event of every transaction, as filtered batches.
+    pub fn batches(&self) -> Result<Vec<RecordBatch>> {
+        let (all, mut index) = self.current()?;
         let mut out = Vec::with_capacity(all.len());
         for (i, batch) in all.iter().enumerate() {
             if index.filtered[i].is_none() {
@@ -135,14 +166,62 @@ impl TableProvider for LatestTable {
         TableType::View
     }
 
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Inexact: the rows are looked up, and the filter still runs above.
+        Ok(filters
+            .iter()
+            .map(|f| match wanted_ids(f) {
+                Some(_) => TableProviderFilterPushDown::Inexact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
     async fn scan(
         &self,
         _state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        memory_scan(self.batches()?, self.schema(), projection)
+        // Several id filters are ANDed: any one of them bounds the rows.
+        match filters.iter().find_map(wanted_ids) {
+            Some(ids) => memory_scan(vec![self.lookup(&ids)?], self.schema(), projection),
+            None => memory_scan(self.batches()?, self.schema(), projection),
+        }
+    }
+}
+
+/// The ids a filter `transaction_id = 'x'` or `transaction_id IN ('x', …)` asks for.
+fn wanted_ids(filter: &Expr) -> Option<Vec<&str>> {
+    let is_id = |e: &Expr| matches!(e, Expr::Column(c) if c.name == "transaction_id");
+    match filter {
+        Expr::InList(InList {
+            expr,
+            list,
+            negated: false,
+        }) if is_id(expr) => list.iter().map(string_literal).collect(),
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) if is_id(left) => Some(vec![string_literal(right)?]),
+        _ => None,
+    }
+}
+
+fn string_literal(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)),
+            _,
+        ) => Some(s.as_str()),
+        _ => None,
     }
 }
 
@@ -231,5 +310,37 @@ mod tests {
         source.append(events(&[("T2", "P1-LATER-OFFSET", 10, 1, 6)]));
         assert_eq!(latest(&table)[1], ("T2".into(), "P1-LATER-OFFSET".into()));
         assert_eq!(latest(&table).len(), 3);
+    }
+
+    #[test]
+    fn lookup_returns_the_latest_row_of_each_id_once() {
+        let source = Arc::new(LiveTable::new(Arc::clone(&TRANSACTIONS_SCHEMA)));
+        let table = LatestTable::new(Arc::clone(&source));
+        source.append(events(&[
+            ("T1", "PENDING", 10, 0, 0),
+            ("T2", "A", 10, 0, 1),
+        ]));
+        source.append(events(&[("T1", "APPROVED", 20, 0, 2)]));
+        let found = table.lookup(&["T1", "T9", "T1", "T2"]).unwrap();
+        let ids = found.column(0).as_string::<i32>();
+        let status = found.column(5).as_string::<i32>();
+        let rows: Vec<(&str, &str)> = (0..found.num_rows())
+            .map(|r| (ids.value(r), status.value(r)))
+            .collect();
+        assert_eq!(rows, [("T2", "A"), ("T1", "APPROVED")]);
+        assert_eq!(table.lookup(&["nope"]).unwrap().num_rows(), 0);
+        let id = Expr::Column(datafusion::common::Column::from_name("transaction_id"));
+        let list = id
+            .clone()
+            .in_list(vec![datafusion::prelude::lit("T1")], false);
+        assert_eq!(wanted_ids(&list), Some(vec!["T1"]));
+        assert_eq!(
+            wanted_ids(&id.clone().eq(datafusion::prelude::lit("T2"))),
+            Some(vec!["T2"])
+        );
+        assert_eq!(
+            wanted_ids(&id.in_list(vec![datafusion::prelude::lit(1)], false)),
+            None
+        );
     }
 }

@@ -8,8 +8,18 @@
 //!
 //! The newest snapshot is the table `<view>_snapshot`; every kept snapshot is a
 //! row of `index_snapshots`. A refresh runs on demand ([`Materializer::refresh`],
-//! reached through `REFRESH INDEX <view>` and the `RefreshIndex` Flight action)
-//! and on a schedule ([`Materializer::run_schedule`]).
+//! reached through `REFRESH INDEX <view> [FULL]` and the `RefreshIndex` Flight
+//! action) and on a schedule ([`Materializer::run_schedule`]).
+//!
+//! `batch_index` and `final_index` refresh incrementally when they can
+//! ([`incremental`]): only the transactions with new events since the previous
+//! snapshot are recomputed and written as a new layer over the previous
+//! snapshot's layers ([`layers`]); after [`MAX_LAYERS`] layers, when the
+//! changed rows pass [`MAX_DELTA_SHARE`] of the base, or when a batch input
+//! changed, the refresh is a full one again.
+
+pub mod incremental;
+pub mod layers;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, RwLock};
@@ -24,24 +34,40 @@ use datafusion::catalog::Session;
 use datafusion::config::TableParquetOptions;
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::datasource::empty::EmptyTable;
-use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionContext, col, lit};
 use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::warehouse::Warehouse;
+use incremental::Inputs;
+use layers::{Layer, layered_table};
 
 /// Parquet compression of snapshot files: fast to write, compact to read.
 pub const SNAPSHOT_COMPRESSION: &str = "zstd(1)";
 
 /// The views that are materialised, in dependency order.
 pub const VIEWS: [&str; 3] = ["batch_index", "final_index", "merchant_daily_kpi"];
+
+/// Layers a snapshot may have before the next refresh is a full one.
+pub const MAX_LAYERS: usize = 8;
+/// Share of the base layer's rows the incremental layers may reach before the
+/// next refresh is a full one.
+pub const MAX_DELTA_SHARE: f64 = 0.25;
+
+/// How a refresh may go about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshMode {
+    /// Incremental when the view and its inputs allow, full otherwise.
+    Auto,
+    /// Recompute the whole view.
+    Full,
+}
 
 /// One materialised snapshot, as recorded in its view's manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,6 +86,34 @@ pub struct Snapshot {
     pub location: String,
     /// Its Parquet files, names inside `location`.
     pub files: Vec<String>,
+    /// Earlier layers it builds on, oldest first; empty for a full snapshot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub base: Vec<Layer>,
+    /// What it was computed from (absent in manifests of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Inputs>,
+}
+
+impl Snapshot {
+    /// Every layer, oldest first: the base, then the files this run wrote.
+    pub fn layers(&self) -> Vec<Layer> {
+        let mut layers = self.base.clone();
+        layers.push(Layer {
+            location: self.location.clone(),
+            files: self.files.clone(),
+            rows: self.rows,
+        });
+        layers
+    }
+
+    /// `full` or `incremental`.
+    pub fn kind(&self) -> &'static str {
+        if self.base.is_empty() {
+            "full"
+        } else {
+            "incremental"
+        }
+    }
 }
 
 /// `output/<view>/_manifest.json`: the kept snapshots, newest first.
@@ -100,6 +154,8 @@ pub struct Materializer {
     ctx: SessionContext,
     warehouse: Warehouse,
     retention: usize,
+    /// Whether incremental refreshes are allowed (the views are the built-in ones).
+    incremental: bool,
     views: Vec<ViewSnapshots>,
     stats: RefreshStats,
 }
@@ -109,6 +165,7 @@ impl std::fmt::Debug for Materializer {
         f.debug_struct("Materializer")
             .field("warehouse", &self.warehouse)
             .field("retention", &self.retention)
+            .field("incremental", &self.incremental)
             .field("views", &self.views)
             .finish_non_exhaustive()
     }
@@ -127,10 +184,13 @@ struct ViewSnapshots {
 impl Materializer {
     /// Loads each view's manifest and registers `<view>_snapshot` and
     /// `index_snapshots` in `ctx` (the views must already exist).
+    /// `incremental`: whether the views are the built-in ones, whose keys
+    /// incremental refreshes rely on.
     pub async fn open(
         ctx: &SessionContext,
         warehouse: &Warehouse,
         retention: usize,
+        incremental: bool,
     ) -> Result<Arc<Self>> {
         let mut views = Vec::new();
         for view in VIEWS {
@@ -138,7 +198,7 @@ impl Materializer {
             let manifest = read_manifest(warehouse, view).await?;
             let table = Arc::new(SnapshotTable::new(Arc::clone(&schema)));
             if let Some(newest) = manifest.snapshots.first() {
-                table.switch(listing(warehouse, newest, schema)?);
+                table.switch(snapshot_table(warehouse, newest, schema)?);
                 info!(view, run_id = %newest.run_id, rows = newest.rows, "snapshot loaded");
             }
             ctx.register_table(
@@ -156,6 +216,7 @@ impl Materializer {
             ctx: ctx.clone(),
             warehouse: warehouse.clone(),
             retention: retention.max(1),
+            incremental,
             views,
             stats: RefreshStats::default(),
         });
@@ -179,8 +240,18 @@ impl Materializer {
             .collect()
     }
 
-    /// Computes `view` now and makes the result its current snapshot.
+    /// Computes `view` now (incrementally when it can) and makes the result
+    /// its current snapshot.
     pub async fn refresh(&self, view: &str) -> Result<Snapshot, RefreshError> {
+        self.refresh_with(view, RefreshMode::Auto).await
+    }
+
+    /// [`Self::refresh`], choosing whether a full refresh is forced.
+    pub async fn refresh_with(
+        &self,
+        view: &str,
+        mode: RefreshMode,
+    ) -> Result<Snapshot, RefreshError> {
         let slot = self
             .views
             .iter()
@@ -188,14 +259,14 @@ impl Materializer {
             .ok_or_else(|| RefreshError::UnknownView(view.to_owned()))?;
         let _running = slot.lock.lock().await;
         let started = Instant::now();
-        let result = self.write_snapshot(slot, started).await;
+        let result = self.write_snapshot(slot, mode, started).await;
         match &result {
             Ok(s) => {
                 self.stats.runs.fetch_add(1, Ordering::Relaxed);
                 self.stats
                     .total_ms
                     .fetch_add(s.duration_ms, Ordering::Relaxed);
-                info!(view = slot.view, run_id = %s.run_id, rows = s.rows, ms = s.duration_ms, "snapshot refreshed");
+                info!(view = slot.view, run_id = %s.run_id, kind = s.kind(), rows = s.rows, ms = s.duration_ms, "snapshot refreshed");
             }
             Err(e) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -240,7 +311,12 @@ impl Materializer {
         }
     }
 
-    async fn write_snapshot(&self, slot: &ViewSnapshots, started: Instant) -> Result<Snapshot> {
+    async fn write_snapshot(
+        &self,
+        slot: &ViewSnapshots,
+        mode: RefreshMode,
+        started: Instant,
+    ) -> Result<Snapshot> {
         let now = chrono::Utc::now();
         let run_id = format!(
             "{}-{}",
@@ -248,24 +324,22 @@ impl Materializer {
             crate::flight::random_hex(4)
         );
         let location = format!("output/{}/snapshot-{run_id}/", slot.view);
-        let frame = self.ctx.table(slot.view).await?;
-        let mut parquet = TableParquetOptions::default();
-        parquet.global.compression = Some(SNAPSHOT_COMPRESSION.into());
-        let written = frame
-            .write_parquet(
-                self.warehouse.url(&location)?.as_str(),
-                DataFrameWriteOptions::new(),
-                Some(parquet),
-            )
-            .await?;
-        let rows = written
-            .first()
-            .and_then(|b| {
-                b.column(0)
-                    .as_any()
-                    .downcast_ref::<datafusion::arrow::array::UInt64Array>()
-            })
-            .map_or(0, |c| c.value(0));
+        // Read before the view is computed: events after these offsets may or
+        // may not be in this snapshot, so the next incremental refresh redoes them.
+        let inputs = incremental::current(&self.ctx, &self.warehouse, slot.view).await?;
+        let previous = read_lock(&slot.kept).into_iter().next();
+        let delta = match mode {
+            RefreshMode::Full => None,
+            RefreshMode::Auto => self.delta(slot.view, previous, &inputs).await?,
+        };
+        let mut frame = self.ctx.table(slot.view).await?;
+        let mut base = Vec::new();
+        if let Some((key, ids, previous)) = delta {
+            let ids: Vec<Expr> = ids.into_iter().map(lit).collect();
+            frame = frame.filter(col(key).in_list(ids, false))?;
+            base = previous.layers();
+        }
+        let rows = self.write_parquet(frame, &location).await?;
         let files = self.list_files(&location).await?;
         let snapshot = Snapshot {
             view: slot.view.to_owned(),
@@ -275,6 +349,8 @@ impl Materializer {
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             location,
             files,
+            base,
+            inputs: Some(inputs),
         };
         let mut kept = read_lock(&slot.kept).clone();
         kept.insert(0, snapshot.clone());
@@ -288,7 +364,7 @@ impl Materializer {
         )
         .await?;
         // The manifest names the new snapshot: from here on it is the current one.
-        slot.table.switch(listing(
+        slot.table.switch(snapshot_table(
             &self.warehouse,
             &snapshot,
             Arc::clone(&slot.table.schema),
@@ -298,6 +374,60 @@ impl Materializer {
             warn!(view = slot.view, error = %e, "cannot remove old snapshots");
         }
         Ok(snapshot)
+    }
+
+    /// Whether this refresh of `view` can be incremental: its key column, the
+    /// ids to recompute, and the snapshot it builds on.
+    async fn delta(
+        &self,
+        view: &str,
+        previous: Option<Snapshot>,
+        now: &Inputs,
+    ) -> Result<Option<(&'static str, Vec<String>, Snapshot)>> {
+        let (true, Some([key]), Some(previous)) =
+            (self.incremental, incremental::key_of(view), previous)
+        else {
+            return Ok(None);
+        };
+        let Some(before) = &previous.inputs else {
+            return Ok(None);
+        };
+        if !incremental::can_follow(before, now) || previous.base.len() + 1 >= MAX_LAYERS {
+            return Ok(None);
+        }
+        let ids = incremental::changed_ids(&self.ctx, &before.next_offsets).await?;
+        let layers = previous.layers();
+        let base_rows = layers.first().map_or(0, |l| l.rows);
+        let delta_rows = layers.iter().skip(1).map(|l| l.rows).sum::<u64>() + ids.len() as u64;
+        if delta_rows as f64 > MAX_DELTA_SHARE * base_rows as f64 {
+            return Ok(None);
+        }
+        Ok(Some((key, ids, previous)))
+    }
+
+    /// Writes `frame` as Parquet under `location`; the rows written.
+    async fn write_parquet(
+        &self,
+        frame: datafusion::dataframe::DataFrame,
+        location: &str,
+    ) -> Result<u64> {
+        let mut parquet = TableParquetOptions::default();
+        parquet.global.compression = Some(SNAPSHOT_COMPRESSION.into());
+        let written = frame
+            .write_parquet(
+                self.warehouse.url(location)?.as_str(),
+                DataFrameWriteOptions::new(),
+                Some(parquet),
+            )
+            .await?;
+        Ok(written
+            .first()
+            .and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+            })
+            .map_or(0, |c| c.value(0)))
     }
 
     /// The Parquet files under `location`, by name.
@@ -328,7 +458,8 @@ impl Materializer {
             let Some(name) = dir.filename() else { continue };
             let is_kept = kept
                 .iter()
-                .any(|s| s.location.trim_end_matches('/').ends_with(name));
+                .flat_map(Snapshot::layers)
+                .any(|layer| layer.location.trim_end_matches('/').ends_with(name));
             if !name.starts_with("snapshot-") || is_kept {
                 continue;
             }
@@ -373,24 +504,14 @@ async fn write_manifest(warehouse: &Warehouse, view: &str, manifest: &Manifest) 
     Ok(())
 }
 
-/// A table over exactly the files a snapshot lists.
-fn listing(
+/// A table over exactly the files a snapshot's layers list.
+fn snapshot_table(
     warehouse: &Warehouse,
     snapshot: &Snapshot,
     schema: SchemaRef,
 ) -> Result<Arc<dyn TableProvider>> {
-    if snapshot.files.is_empty() {
-        return Ok(Arc::new(EmptyTable::new(schema)));
-    }
-    let urls = snapshot
-        .files
-        .iter()
-        .map(|f| ListingTableUrl::parse(warehouse.url(&format!("{}{f}", snapshot.location))?))
-        .collect::<Result<Vec<_>>>()?;
-    let config = ListingTableConfig::new_with_multi_paths(urls)
-        .with_listing_options(crate::tables::parquet_listing_options())
-        .with_schema(schema);
-    Ok(Arc::new(ListingTable::try_new(config)?))
+    let key = incremental::key_of(&snapshot.view).unwrap_or(&[]);
+    layered_table(warehouse, &snapshot.layers(), key, schema)
 }
 
 /// `<view>_snapshot`: the view's newest snapshot (empty before the first refresh).
@@ -458,6 +579,8 @@ static SNAPSHOTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("duration_ms", DataType::Int64, false),
         Field::new("location", DataType::Utf8, false),
         Field::new("current", DataType::Boolean, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("layers", DataType::Int64, false),
     ]))
 });
 
@@ -492,6 +615,10 @@ pub fn snapshots_batch(snapshots: &[Snapshot]) -> Result<RecordBatch> {
             snapshots.iter().map(|s| s.location.as_str()),
         )),
         Arc::new(BooleanArray::from(current)),
+        Arc::new(StringArray::from_iter_values(
+            snapshots.iter().map(Snapshot::kind),
+        )),
+        int(&|s| s.base.len() as u64 + 1),
     ];
     Ok(RecordBatch::try_new(
         Arc::clone(&SNAPSHOTS_SCHEMA),
@@ -526,34 +653,38 @@ impl TableProvider for SnapshotsTable {
     }
 }
 
-/// Recognises `REFRESH INDEX <view>` (case-insensitive, optional `;`):
-/// `None` when `sql` is not a REFRESH statement, the view name otherwise, or
-/// an error when it is a REFRESH statement of the wrong form or view.
-pub fn parse_refresh(sql: &str) -> Option<Result<&'static str>> {
+/// Recognises `REFRESH INDEX <view> [FULL]` (case-insensitive, optional `;`):
+/// `None` when `sql` is not a REFRESH statement, the view name and mode
+/// otherwise, or an error when it is a REFRESH statement of the wrong form or view.
+pub fn parse_refresh(sql: &str) -> Option<Result<(&'static str, RefreshMode)>> {
     let text = sql.trim().trim_end_matches(';');
     let mut words = text.split_whitespace();
     if !words.next()?.eq_ignore_ascii_case("REFRESH") {
         return None;
     }
-    let usage = || {
+    let rest: Vec<&str> = words.collect();
+    let parsed = match rest.as_slice() {
+        [index, rest @ ..] if index.eq_ignore_ascii_case("INDEX") => parse_target(rest),
+        _ => None,
+    };
+    Some(parsed.ok_or_else(|| {
         DataFusionError::Plan(format!(
-            "expected REFRESH INDEX <view>, with <view> one of {}",
+            "expected REFRESH INDEX <view> [FULL], with <view> one of {}",
             VIEWS.join(", ")
         ))
+    }))
+}
+
+/// `<view> [FULL]`, as in `REFRESH INDEX` and the `RefreshIndex` action's body.
+pub fn parse_target(words: &[&str]) -> Option<(&'static str, RefreshMode)> {
+    let (name, mode) = match words {
+        [name] => (name, RefreshMode::Auto),
+        [name, full] if full.eq_ignore_ascii_case("FULL") => (name, RefreshMode::Full),
+        _ => return None,
     };
-    let (Some(index), Some(name), None) = (words.next(), words.next(), words.next()) else {
-        return Some(Err(usage()));
-    };
-    if !index.eq_ignore_ascii_case("INDEX") {
-        return Some(Err(usage()));
-    }
     let name = name.trim_matches('"');
-    Some(
-        VIEWS
-            .into_iter()
-            .find(|v| v.eq_ignore_ascii_case(name))
-            .ok_or_else(usage),
-    )
+    let view = VIEWS.into_iter().find(|v| v.eq_ignore_ascii_case(name))?;
+    Some((view, mode))
 }
 
 /// The plan of `REFRESH INDEX <view>`: scanning it runs the refresh and yields
@@ -561,10 +692,12 @@ pub fn parse_refresh(sql: &str) -> Option<Result<&'static str>> {
 pub fn refresh_plan(
     materializer: &Arc<Materializer>,
     view: &'static str,
+    mode: RefreshMode,
 ) -> Result<datafusion::logical_expr::LogicalPlan> {
     let table = Arc::new(RefreshTable {
         materializer: Arc::clone(materializer),
         view,
+        mode,
     });
     datafusion::logical_expr::LogicalPlanBuilder::scan(
         "refresh_index",
@@ -589,6 +722,7 @@ pub fn refreshed_rows(batches: &[RecordBatch]) -> i64 {
 struct RefreshTable {
     materializer: Arc<Materializer>,
     view: &'static str,
+    mode: RefreshMode,
 }
 
 #[async_trait]
@@ -610,7 +744,7 @@ impl TableProvider for RefreshTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let snapshot = self
             .materializer
-            .refresh(self.view)
+            .refresh_with(self.view, self.mode)
             .await
             .map_err(|e| DataFusionError::External(Box::new(e.into_status())))?;
         let batch = snapshots_batch(&[snapshot])?;

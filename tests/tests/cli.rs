@@ -24,7 +24,7 @@ fn cli(port: u16, args: &[&str]) -> Output {
 /// Runs the shell with `input` on standard input.
 fn shell(port: u16, input: &str) -> Output {
     let bin = recon_binary().with_file_name("recon-cli");
-    let home = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(bin)
         .args(["--port", &port.to_string()])
         .env("HOME", home.path())
@@ -36,9 +36,9 @@ fn shell(port: u16, input: &str) -> Output {
     child
         .stdin
         .take()
-        .unwrap()
+        .expect("piped stdin")
         .write_all(input.as_bytes())
-        .unwrap();
+        .expect("write the input");
     child.wait_with_output().expect("shell output")
 }
 

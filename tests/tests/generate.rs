@@ -14,13 +14,13 @@ const SIGNALS: usize = 2_000;
 
 /// The single number a query returns, as f64.
 async fn number(server: &TestServer, sql: &str) -> f64 {
-    let batches = query(&mut server.sql_client().await, sql).await.unwrap();
-    let column =
-        arrow::compute::cast(batches[0].column(0), &arrow::datatypes::DataType::Float64).unwrap();
+    let batches = query(&mut server.sql_client().await, sql).await.expect(sql);
+    let column = arrow::compute::cast(batches[0].column(0), &arrow::datatypes::DataType::Float64)
+        .expect("a number");
     column
         .as_any()
         .downcast_ref::<arrow::array::Float64Array>()
-        .unwrap()
+        .expect("float64")
         .value(0)
 }
 

@@ -93,24 +93,18 @@ async fn generated_data_keeps_the_seed_ratios() {
     assert_eq!(number(&server, &count("transactions_rejects")).await, 0.0);
 
     // The seed's ratios, measured through the same joins the indexes use.
-    let matched_statements = number(
-        &server,
-        "SELECT avg(CASE WHEN t.transaction_id IS NULL THEN 0.0 ELSE 1.0 END) \
-         FROM aggregator_statements s LEFT JOIN transactions_latest t \
-         ON s.transaction_id = t.transaction_id",
-    )
-    .await;
+    let matched = |table: &str| {
+        format!(
+            "SELECT avg(CASE WHEN t.transaction_id IS NULL THEN 0.0 ELSE 1.0 END) \
+             FROM {table} x LEFT JOIN transactions_latest t ON x.transaction_id = t.transaction_id"
+        )
+    };
+    let matched_statements = number(&server, &matched("aggregator_statements")).await;
     assert!(
         (0.76..=0.84).contains(&matched_statements),
         "{matched_statements}"
     );
-    let matched_signals = number(
-        &server,
-        "SELECT avg(CASE WHEN t.transaction_id IS NULL THEN 0.0 ELSE 1.0 END) \
-         FROM ml_fraud_signals m LEFT JOIN transactions_latest t \
-         ON m.transaction_id = t.transaction_id",
-    )
-    .await;
+    let matched_signals = number(&server, &matched("ml_fraud_signals")).await;
     assert!(
         (0.87..=0.93).contains(&matched_signals),
         "{matched_signals}"

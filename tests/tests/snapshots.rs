@@ -267,8 +267,13 @@ async fn difference(
            (SELECT count(*) FROM (SELECT {columns} FROM {view}_snapshot EXCEPT ALL \
            SELECT {columns} FROM {view})) AS extra"
     );
-    let out = count(client, &sql).await;
-    out.lines()
+    first_row(&count(client, &sql).await)
+}
+
+/// The first data row of a printed table, its cells joined by spaces.
+fn first_row(printed: &str) -> String {
+    printed
+        .lines()
         .nth(3)
         .unwrap_or_default()
         .split('|')
@@ -282,19 +287,8 @@ async fn current_kind(
     client: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
     view: &str,
 ) -> String {
-    let out = count(
-        client,
-        &format!("SELECT kind, layers FROM index_snapshots WHERE current AND view = '{view}'"),
-    )
-    .await;
-    out.lines()
-        .nth(3)
-        .unwrap_or_default()
-        .split('|')
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+    let sql = format!("SELECT kind, layers FROM index_snapshots WHERE current AND view = '{view}'");
+    first_row(&count(client, &sql).await)
 }
 
 #[tokio::test]

@@ -127,7 +127,7 @@ example() {
 }
 example "SELECT reconciliation_status, count(*) AS statement_rows, round(sum(discrepancy), 2) AS discrepancy FROM batch_index GROUP BY reconciliation_status ORDER BY reconciliation_status"
 example "SELECT risk_label, final_status, count(*) AS n FROM final_index GROUP BY risk_label, final_status ORDER BY n DESC LIMIT 6"
-example "SELECT merchant_id, day, tx_count, daily_value, unmatched_count, merchant_kpi FROM merchant_daily_kpi ORDER BY daily_value DESC LIMIT 5"
+example "SELECT merchant_id, day, tx_count, round(daily_value, 2) AS daily_value, unmatched_count, merchant_kpi FROM merchant_daily_kpi ORDER BY daily_value DESC LIMIT 5"
 example "SELECT view, rows, duration_ms FROM index_snapshots WHERE current ORDER BY view"
 
 if $exit_after_print; then

@@ -195,12 +195,7 @@ async fn run_after_warm_up(warehouse: &Path, statements: &[&str]) -> Vec<(String
         )
         .await
         .unwrap();
-        let kind = recon_integration_tests::table(&kind)
-            .lines()
-            .nth(3)
-            .unwrap_or_default()
-            .trim_matches(|c| c == '|' || c == ' ')
-            .to_owned();
+        let kind = recon_integration_tests::first_row(&recon_integration_tests::table(&kind));
         out.push((kind, rows, seconds));
     }
     out

@@ -267,6 +267,20 @@ pub fn table(batches: &[RecordBatch]) -> String {
         .to_string()
 }
 
+/// The first data row of a table printed by [`table`] (or `recon-cli`), its
+/// cells trimmed and joined by single spaces.
+pub fn first_row(printed: &str) -> String {
+    printed
+        .lines()
+        .nth(3)
+        .unwrap_or_default()
+        .split('|')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A tansu broker (a real Kafka-protocol broker, in-memory storage) on a free
 /// loopback port; killed when dropped. Needs `tansu` on PATH or in
 /// `~/.cargo/bin` (`scripts/test.sh` installs it).

@@ -190,12 +190,7 @@ async fn shell_and_status() {
     )
     .await
     .unwrap();
-    let n = recon_integration_tests::table(&merchants)
-        .lines()
-        .nth(3)
-        .unwrap()
-        .trim_matches(|c| c == '|' || c == ' ')
-        .to_owned();
+    let n = recon_integration_tests::first_row(&recon_integration_tests::table(&merchants));
     let row = stdout
         .lines()
         .find(|l| l.starts_with("| merchants "))

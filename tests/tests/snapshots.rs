@@ -12,7 +12,7 @@ use futures::TryStreamExt;
 use recon_integration_tests::scale::{
     append_scale_transactions, append_status_updates, write_scale_warehouse,
 };
-use recon_integration_tests::{TestServer, query, rows, table};
+use recon_integration_tests::{TestServer, first_row, query, rows, table};
 use tonic::Code;
 
 const TRANSACTIONS: usize = 3_000;
@@ -268,19 +268,6 @@ async fn difference(
            SELECT {columns} FROM {view})) AS extra"
     );
     first_row(&count(client, &sql).await)
-}
-
-/// The first data row of a printed table, its cells joined by spaces.
-fn first_row(printed: &str) -> String {
-    printed
-        .lines()
-        .nth(3)
-        .unwrap_or_default()
-        .split('|')
-        .map(str::trim)
-        .filter(|c| !c.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 async fn current_kind(

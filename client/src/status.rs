@@ -7,6 +7,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 
+use crate::output::{Format, write};
 use crate::{Client, query};
 
 /// Tables whose row counts the overview shows.
@@ -32,10 +33,11 @@ pub async fn report(client: &mut Client, out: &mut dyn std::io::Write) -> anyhow
     section(client, INGEST_SQL, out).await?;
     writeln!(out, "\nTables")?;
     let counts = row_counts(client).await?;
-    writeln!(
+    write(
+        std::slice::from_ref(&counts),
+        &counts.schema(),
+        Format::Table,
         out,
-        "{}",
-        arrow::util::pretty::pretty_format_batches(&[counts])?
     )?;
     writeln!(out, "\nIndex snapshots (current)")?;
     section(client, SNAPSHOTS_SQL, out).await?;
@@ -49,11 +51,7 @@ async fn section(
 ) -> anyhow::Result<()> {
     match query(client, sql).await {
         Ok(result) if result.num_rows() == 0 => writeln!(out, "(none)")?,
-        Ok(result) => writeln!(
-            out,
-            "{}",
-            arrow::util::pretty::pretty_format_batches(&result.batches)?
-        )?,
+        Ok(result) => write(&result.batches, &result.schema, Format::Table, out)?,
         Err(e) => writeln!(out, "(unavailable: {e})")?,
     }
     Ok(())

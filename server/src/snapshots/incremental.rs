@@ -89,14 +89,9 @@ async fn fingerprint(warehouse: &Warehouse, tables: &[&str]) -> Result<String> {
     for table in tables {
         let location = warehouse.path(&crate::tables::batch_location(table))?;
         // A single file, or a folder of part files.
-        if let Ok(meta) = store.head(&location).await {
-            entries.push(format!(
-                "{}|{}|{}",
-                meta.location, meta.size, meta.last_modified
-            ));
-        }
+        let single = store.head(&location).await.ok();
         let listed: Vec<_> = store.list(Some(&location)).try_collect().await?;
-        for meta in listed {
+        for meta in single.into_iter().chain(listed) {
             entries.push(format!(
                 "{}|{}|{}",
                 meta.location, meta.size, meta.last_modified

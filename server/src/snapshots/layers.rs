@@ -13,7 +13,7 @@ use datafusion::common::{Column, JoinType};
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
 use datafusion::datasource::{TableProvider, ViewTable, provider_as_source};
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -63,7 +63,7 @@ pub fn layered_table(
         [] => Ok(Arc::new(EmptyTable::new(schema))),
         [only] => listing(warehouse, only, schema),
         _ => {
-            let mut union: Option<LogicalPlanBuilder> = None;
+            let mut plans = Vec::with_capacity(layers.len());
             for (i, layer) in layers.iter().enumerate() {
                 let name = format!("layer{i}");
                 let mut plan = scan(&name, listing(warehouse, layer, Arc::clone(&schema))?)?;
@@ -79,12 +79,9 @@ pub fn layered_table(
                         None,
                     )?;
                 }
-                union = Some(match union {
-                    None => plan,
-                    Some(u) => u.union(plan.build()?)?,
-                });
+                plans.push(plan);
             }
-            let plan = union.expect("at least two layers").build()?;
+            let plan = union_all(plans)?.build()?;
             Ok(Arc::new(ViewTable::new(plan, None)))
         }
     }
@@ -94,6 +91,15 @@ fn scan(name: &str, table: Arc<dyn TableProvider>) -> Result<LogicalPlanBuilder>
     LogicalPlanBuilder::scan(name, provider_as_source(table), None)
 }
 
+/// `plans` one after the other (UNION ALL); at least one plan.
+fn union_all(plans: Vec<LogicalPlanBuilder>) -> Result<LogicalPlanBuilder> {
+    let mut plans = plans.into_iter();
+    let first = plans
+        .next()
+        .ok_or_else(|| DataFusionError::Internal("a union of no plans".into()))?;
+    plans.try_fold(first, |union, plan| union.union(plan.build()?))
+}
+
 /// The key columns of every layer in `later`, as one plan aliased `later`.
 fn later_keys(
     warehouse: &Warehouse,
@@ -101,17 +107,13 @@ fn later_keys(
     key: &[&str],
     schema: &SchemaRef,
 ) -> Result<LogicalPlanBuilder> {
-    let mut union: Option<LogicalPlanBuilder> = None;
+    let mut plans = Vec::with_capacity(later.len());
     for (j, layer) in later.iter().enumerate() {
         let name = format!("keys{j}");
         let columns = key
             .iter()
             .map(|k| Expr::Column(Column::new(Some(name.as_str()), *k)));
-        let plan = scan(&name, listing(warehouse, layer, Arc::clone(schema))?)?.project(columns)?;
-        union = Some(match union {
-            None => plan,
-            Some(u) => u.union(plan.build()?)?,
-        });
+        plans.push(scan(&name, listing(warehouse, layer, Arc::clone(schema))?)?.project(columns)?);
     }
-    union.expect("at least one later layer").alias("later")
+    union_all(plans)?.alias("later")
 }

@@ -158,9 +158,9 @@ async fn a_restart_loses_nothing_and_duplicates_nothing() {
     server.stop().await;
 }
 
-/// tansu does not implement CreatePartitions, so "a partition appears while
-/// running" is exercised through a topic that is created after the server
-/// started: its partitions are found by the periodic discovery, as added ones are.
+/// A topic created after the server started: its partitions are found by the
+/// periodic discovery. (A partition added to a running topic is tested in
+/// `s3_and_broker_restart.rs`, where tansu keeps its metadata in S3.)
 #[tokio::test]
 async fn partitions_that_appear_while_running_are_consumed() {
     let broker = Broker::start();

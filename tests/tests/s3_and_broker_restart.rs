@@ -1,7 +1,8 @@
 //! Against S3-compatible storage (moto): ingest with the warehouse on `s3://`
 //! (segments and checkpoint written with create-only puts, recovered after a
 //! restart), and a broker restart in the middle of a stream (tansu keeps its
-//! topics in S3 too), after which ingest resumes by itself.
+//! topics in S3 too), after which ingest resumes by itself; and a partition
+//! added to the topic while recon runs, which the partition discovery finds.
 //!
 //! recon runs as its binary here, with the S3 settings in its environment.
 
@@ -13,8 +14,12 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use rdkafka::producer::FutureRecord;
 use std::process::{Child, Command, Stdio};
 
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use recon_integration_tests::{
-    Broker, S3Server, connect_when_listening, event_json, free_port, query, recon_binary, table,
+    Broker, S3Server, connect_when_listening, event_json, eventually, free_port, query,
+    recon_binary, table,
 };
 use tonic::transport::Channel;
 
@@ -60,6 +65,14 @@ async fn wait_for(client: &mut FlightSqlServiceClient<Channel>, n: usize) {
 struct Recon {
     child: Child,
     url: String,
+}
+
+impl Drop for Recon {
+    fn drop(&mut self) {
+        // A failed test must not leave the server running.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Recon {
@@ -128,5 +141,100 @@ async fn s3_warehouse_and_a_broker_restart_mid_stream() {
     wait_for(&mut client, 150).await;
     produce(&broker, 150, 160).await;
     wait_for(&mut client, 160).await;
+    recon.stop();
+}
+
+/// Adds a partition to `topic` in the running broker. tansu 0.6.0 has no
+/// CreatePartitions API (rdkafka's `create_partitions` gets UnsupportedFeature),
+/// so the partition is added where tansu records it: the topic's
+/// `num_partitions` in its cluster metadata (`meta.json` in its bucket), which the
+/// running broker reads again (conditional GET) on every metadata request.
+async fn add_partition(s3: &S3Server, bucket: &str, topic: &str) -> i64 {
+    let store = AmazonS3Builder::new()
+        .with_endpoint(&s3.endpoint)
+        .with_allow_http(true)
+        .with_bucket_name(bucket)
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .with_region("us-east-1")
+        .build()
+        .unwrap();
+    let path = Path::from("clusters/tansu_cluster/meta.json");
+    let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
+    let mut meta: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let partitions = &mut meta["topics"][topic]["topic"]["num_partitions"];
+    let added = partitions
+        .as_i64()
+        .expect("num_partitions in tansu's meta.json")
+        + 1;
+    *partitions = added.into();
+    store
+        .put(&path, serde_json::to_vec(&meta).unwrap().into())
+        .await
+        .unwrap();
+    added
+}
+
+/// How many partitions the broker reports for the topic.
+fn partition_count(producer: &rdkafka::producer::FutureProducer) -> usize {
+    use rdkafka::producer::Producer;
+    producer
+        .client()
+        .fetch_metadata(Some(TOPIC), Duration::from_secs(5))
+        .map(|m| m.topics().iter().map(|t| t.partitions().len()).sum())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_partition_added_while_running_is_consumed() {
+    let s3 = S3Server::start(&["tansu-log", "recon-warehouse"]);
+    let broker = Broker::start_on(free_port(), "s3://tansu-log/", &s3.env());
+    broker.create_topic(TOPIC, 1).await;
+    let mut recon = Recon::start(&s3, &broker.address);
+    let mut client = recon.client().await;
+    produce(&broker, 0, 10).await;
+    wait_for(&mut client, 10).await;
+
+    assert_eq!(add_partition(&s3, "tansu-log", TOPIC).await, 2);
+    // tansu caches what it reads from its store for 5 s.
+    let producer = broker.producer();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while partition_count(&producer) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the broker never showed the new partition"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for i in 10..25 {
+        let payload = event_json(
+            &format!("T-{i}"),
+            "MCH-A1",
+            1.0,
+            "PENDING",
+            "2026-11-24T10:00:00",
+        );
+        producer
+            .send(
+                FutureRecord::<str, str>::to(TOPIC)
+                    .partition(1)
+                    .payload(&payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    eventually(
+        &mut client,
+        "SELECT kafka_partition, count(*) AS n, min(kafka_offset) AS first FROM transactions GROUP BY 1 ORDER BY 1",
+        "+-----------------+----+-------+\n\
+         | kafka_partition | n  | first |\n\
+         +-----------------+----+-------+\n\
+         | 0               | 10 | 0     |\n\
+         | 1               | 15 | 0     |\n\
+         +-----------------+----+-------+",
+    )
+    .await;
     recon.stop();
 }

@@ -158,6 +158,26 @@ pub struct Kafka {
     /// Bound on unflushed rows in memory: at the bound consumption pauses until
     /// a flush succeeds.
     pub max_unflushed_rows: usize,
+    /// How partitions are shared out: `manual` (this server consumes every
+    /// partition) or `group` (several servers in the consumer group `group_id`
+    /// share them, each showing the others' partitions as they are persisted).
+    pub assignment: Assignment,
+    /// This server's name in the group: names its checkpoint file; unset = the
+    /// host name and the Flight SQL port.
+    pub member: Option<String>,
+    /// Extra librdkafka consumer properties (e.g. `session.timeout.ms`, SASL).
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+/// How a server gets its Kafka partitions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Assignment {
+    /// Every partition, found by periodic discovery (one server per topic).
+    #[default]
+    Manual,
+    /// The consumer group hands out partitions (several servers per topic).
+    Group,
 }
 
 impl Default for Kafka {
@@ -170,6 +190,9 @@ impl Default for Kafka {
             flush_interval_secs: 5,
             flush_rows: 200_000,
             max_unflushed_rows: 2_000_000,
+            assignment: Assignment::Manual,
+            member: None,
+            properties: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -223,6 +246,9 @@ pub enum ConfigError {
     /// A `--kpi-multipliers` entry is not `PREFIX=NUMBER`.
     #[error("invalid --kpi-multipliers entry {0:?}: expected PREFIX=NUMBER")]
     KpiMultiplier(String),
+    /// A `--kafka-properties` entry without `=`.
+    #[error("kafka property {0:?} is not KEY=VALUE")]
+    KafkaProperty(String),
     /// Listening beyond loopback needs a user and password.
     #[error(
         "flight_addr {0} is not a loopback address: set auth.user and auth.password (--auth-user/--auth-password)"
@@ -309,6 +335,20 @@ pub struct ConfigArgs {
     /// kafka.max_unflushed_rows: at this many unflushed rows consumption pauses [default: 2000000].
     #[arg(long, env = "RECON_KAFKA_MAX_UNFLUSHED_ROWS", value_name = "ROWS")]
     pub kafka_max_unflushed_rows: Option<usize>,
+    /// kafka.assignment: manual (one server consumes every partition) or group (servers share the group's partitions) [default: manual].
+    #[arg(long, env = "RECON_KAFKA_ASSIGNMENT", value_name = "MODE")]
+    pub kafka_assignment: Option<Assignment>,
+    /// kafka.member: this server's name in the group (its checkpoint file) [default: host name and Flight port].
+    #[arg(long, env = "RECON_KAFKA_MEMBER", value_name = "NAME")]
+    pub kafka_member: Option<String>,
+    /// kafka.properties: extra librdkafka properties as KEY=VALUE, comma-separated (added to the file's).
+    #[arg(
+        long,
+        env = "RECON_KAFKA_PROPERTIES",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
+    pub kafka_properties: Option<Vec<String>>,
     /// indexes.batch_index_sql: a file with your own CREATE VIEW batch_index.
     #[arg(long, env = "RECON_BATCH_INDEX_SQL", value_name = "FILE")]
     pub batch_index_sql: Option<PathBuf>,
@@ -428,6 +468,19 @@ impl ConfigArgs {
             a.kafka_flush_interval_secs,
         );
         set(&mut config.kafka.flush_rows, a.kafka_flush_rows);
+        set(&mut config.kafka.assignment, a.kafka_assignment);
+        if a.kafka_member.is_some() {
+            config.kafka.member = a.kafka_member;
+        }
+        for entry in a.kafka_properties.unwrap_or_default() {
+            let (key, value) = entry
+                .split_once('=')
+                .ok_or_else(|| ConfigError::KafkaProperty(entry.clone()))?;
+            config
+                .kafka
+                .properties
+                .insert(key.trim().to_owned(), value.trim().to_owned());
+        }
         set(
             &mut config.kafka.max_unflushed_rows,
             a.kafka_max_unflushed_rows,
@@ -560,6 +613,44 @@ mod tests {
         assert_eq!(c.rules.risk_threshold, 0.5);
         assert_eq!(c.rules.labels.ok, "FINE");
         assert_eq!(c.rules.kyc_words, ["kyc", "aml"]);
+    }
+
+    #[test]
+    fn kafka_group_settings() {
+        let f = file(
+            r#"
+            [kafka]
+            assignment = "group"
+            [kafka.properties]
+            "session.timeout.ms" = "6000"
+            "#,
+        );
+        let path = f.path().to_str().unwrap();
+        let c = parse(&[
+            "--config",
+            path,
+            "--kafka-member",
+            "east-1",
+            "--kafka-properties",
+            "heartbeat.interval.ms=1000, fetch.min.bytes = 1",
+        ])
+        .load()
+        .unwrap();
+        assert_eq!(c.kafka.assignment, Assignment::Group);
+        assert_eq!(c.kafka.member.as_deref(), Some("east-1"));
+        let properties: Vec<_> = c.kafka.properties.iter().collect();
+        assert_eq!(
+            properties,
+            [
+                (&"fetch.min.bytes".to_owned(), &"1".to_owned()),
+                (&"heartbeat.interval.ms".to_owned(), &"1000".to_owned()),
+                (&"session.timeout.ms".to_owned(), &"6000".to_owned()),
+            ]
+        );
+        let c = parse(&["--kafka-assignment", "manual"]).load().unwrap();
+        assert_eq!(c.kafka.assignment, Assignment::Manual);
+        let err = parse(&["--kafka-properties", "debug"]).load().unwrap_err();
+        assert!(err.to_string().contains("KEY=VALUE"), "{err}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Assignment, Config};
 use crate::flight::auth::{AuthLayer, Authenticator};
 use crate::flight::queries::QueryEngine;
 use crate::flight::service::BulkIngest;
@@ -155,7 +155,16 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         .layer(AuthLayer::new(Arc::clone(&auth)))
         .add_service(flight);
     let (shutdown, mut stop) = tokio::sync::watch::channel(false);
-    let segments = SegmentStore::new(&warehouse, &config.kafka.topic)?;
+    let mut segments = SegmentStore::new(&warehouse, &config.kafka.topic)?;
+    if config.kafka.assignment == Assignment::Group {
+        let member = config
+            .kafka
+            .member
+            .clone()
+            .unwrap_or_else(|| default_member(flight_addr.port()));
+        info!(member, group = %config.kafka.group_id, "Kafka ingest shares the topic with its consumer group");
+        segments = segments.for_member(&member)?;
+    }
     let ingest = match &config.kafka.brokers {
         Some(_) => Some(tokio::spawn(crate::ingest::consumer::run(
             config.kafka.clone(),
@@ -238,4 +247,31 @@ async fn shutdown_signal() -> std::io::Result<()> {
         r = tokio::signal::ctrl_c() => r,
         _ = term.recv() => Ok(()),
     }
+}
+
+/// A group member's name when none is configured: the host name and the Flight
+/// SQL port (stable across restarts, so a restarted server reuses its
+/// checkpoint file).
+fn default_member(port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let host = if host.is_empty() {
+        "recon".to_owned()
+    } else {
+        host
+    };
+    format!("{host}-{port}")
 }

@@ -635,3 +635,22 @@ fn dechunk(mut text: &str) -> String {
     }
     out
 }
+
+/// `count(*)` and the number of distinct (partition, offset) of `transactions`;
+/// [`counts`] is its expected table.
+pub const COUNTS: &str =
+    "SELECT count(*) AS n, count(DISTINCT (kafka_partition, kafka_offset)) AS d FROM transactions";
+
+/// The table [`COUNTS`] prints when `transactions` holds `n` events, each once.
+pub fn counts(n: usize) -> String {
+    let width = n.to_string().len().max(1);
+    let pad = |s: &str| format!("{s:<width$}");
+    format!(
+        "+{line}+{line}+\n| {n_h} | {d_h} |\n+{line}+{line}+\n| {n} | {d} |\n+{line}+{line}+",
+        line = "-".repeat(width + 2),
+        n_h = pad("n"),
+        d_h = pad("d"),
+        n = pad(&n.to_string()),
+        d = pad(&n.to_string()),
+    )
+}

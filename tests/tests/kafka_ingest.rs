@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use rdkafka::producer::FutureRecord;
-use recon_integration_tests::{Broker, TestServer, event_json, eventually, produce, query, table};
+use recon_integration_tests::{
+    Broker, COUNTS, TestServer, counts, event_json, eventually, produce, query, table,
+};
 
 #[tokio::test]
 async fn produced_events_are_queryable_and_bad_records_rejected() {
@@ -95,23 +97,6 @@ async fn produced_events_are_queryable_and_bad_records_rejected() {
     )
     .await;
     server.stop().await;
-}
-
-/// `count(*)` and the number of distinct (partition, offset) of `transactions`.
-const COUNTS: &str =
-    "SELECT count(*) AS n, count(DISTINCT (kafka_partition, kafka_offset)) AS d FROM transactions";
-
-fn counts(n: usize) -> String {
-    let width = n.to_string().len().max(1);
-    let pad = |s: &str| format!("{s:<width$}");
-    format!(
-        "+{line}+{line}+\n| {n_h} | {d_h} |\n+{line}+{line}+\n| {n} | {d} |\n+{line}+{line}+",
-        line = "-".repeat(width + 2),
-        n_h = pad("n"),
-        d_h = pad("d"),
-        n = pad(&n.to_string()),
-        d = pad(&n.to_string()),
-    )
 }
 
 #[tokio::test]

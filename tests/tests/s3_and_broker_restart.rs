@@ -14,9 +14,9 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use rdkafka::producer::FutureRecord;
 use std::process::{Child, Command, Stdio};
 
+use object_store::ObjectStoreExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 use recon_integration_tests::{
     Broker, S3Server, connect_when_listening, event_json, eventually, free_port, query,
     recon_binary, table,

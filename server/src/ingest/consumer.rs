@@ -1,12 +1,18 @@
-//! The Kafka consumer: recovers the persisted segments, assigns itself every
-//! partition of the topic at its checkpointed offset (new partitions from the
-//! beginning), looks for new partitions every [`DISCOVERY_INTERVAL`], turns what
-//! arrives into small Arrow batches at least every [`BATCH_WAIT`] so events are
-//! queryable well within a second, and flushes the tail to Parquet segments every
-//! `flush_interval_secs` / `flush_rows` ([`super::segments`]). The checkpoint is
-//! the truth about where ingest stands; offsets are also committed to the group,
-//! for lag tools only. An unreachable broker is retried by librdkafka; the server
-//! keeps serving.
+//! The Kafka consumer: recovers the persisted segments, then gets its
+//! partitions one of two ways (`kafka.assignment`):
+//! - `manual`: assigns itself every partition of the topic at its checkpointed
+//!   offset (new partitions from the beginning) and looks for new partitions
+//!   every [`DISCOVERY_INTERVAL`];
+//! - `group`: subscribes, and the consumer group shares the partitions among the
+//!   servers ([`super::group`]); partitions of other members are followed from
+//!   their persisted segments every [`FOLLOW_INTERVAL`].
+//!
+//! It turns what arrives into small Arrow batches at least every [`BATCH_WAIT`]
+//! so events are queryable well within a second, and flushes the tail to Parquet
+//! segments every `flush_interval_secs` / `flush_rows` ([`super::segments`]).
+//! The checkpoints are the truth about where ingest stands; offsets are also
+//! committed to the group, for lag tools only. An unreachable broker is retried
+//! by librdkafka; the server keeps serving.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,11 +28,14 @@ use tracing::{info, warn};
 
 use super::IngestTables;
 use super::decode::{Decoder, RawRecord};
-use super::segments::{Checkpoint, Ranges, SegmentStore};
-use crate::config::Kafka;
+use super::group::{Change, IngestContext, Positions};
+use super::segments::{Checkpoint, Offsets, Ranges, SegmentStore};
+use crate::config::{Assignment, Kafka};
 
-/// How often the topic's partition list is read again.
+/// How often the topic's partition list is read again (manual assignment).
 pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the other group members' checkpoints are read (group assignment).
+pub const FOLLOW_INTERVAL: Duration = Duration::from_secs(2);
 /// The longest a received record waits before it is decoded and visible.
 pub const BATCH_WAIT: Duration = Duration::from_millis(100);
 /// How often a status line is logged.
@@ -38,9 +47,14 @@ fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
 
-/// Builds the consumer from the `[kafka]` settings.
-fn consumer(config: &Kafka) -> Result<StreamConsumer, KafkaError> {
-    ClientConfig::new()
+/// The consumer, with the rebalance callback of group mode.
+type KafkaConsumer = StreamConsumer<IngestContext>;
+
+/// Builds the consumer from the `[kafka]` settings (`properties` last, so they
+/// can change any of ours).
+fn consumer(config: &Kafka, positions: &Positions) -> Result<KafkaConsumer, KafkaError> {
+    let mut client = ClientConfig::new();
+    client
         .set(
             "bootstrap.servers",
             config.brokers.as_deref().unwrap_or_default(),
@@ -51,18 +65,25 @@ fn consumer(config: &Kafka) -> Result<StreamConsumer, KafkaError> {
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
         .set("fetch.wait.max.ms", "50")
-        .set("message.max.bytes", "10000000")
-        .create()
+        .set("message.max.bytes", "10000000");
+    if config.assignment == Assignment::Group {
+        // Partitions added to the topic reach the group within seconds.
+        client.set("topic.metadata.refresh.interval.ms", "5000");
+    }
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    client.create_with_context(IngestContext::new(&config.topic, positions.clone()))
 }
 
 /// Assigns partitions of the topic not assigned yet; returns how many were added.
 /// Partitions in `resume` start at their checkpointed offset, others at the beginning.
 async fn discover(
-    consumer: &Arc<StreamConsumer>,
+    consumer: &Arc<KafkaConsumer>,
     topic: &str,
-    resume: &std::collections::BTreeMap<i32, i64>,
+    resume: &Offsets,
     assigned: &mut BTreeSet<i32>,
-) -> Result<usize, String> {
+) -> Result<Vec<i32>, String> {
     let c = Arc::clone(consumer);
     let name = topic.to_owned();
     let partitions: Vec<i32> = tokio::task::spawn_blocking(move || {
@@ -80,22 +101,23 @@ async fn discover(
     .map_err(|e| e.to_string())?
     .map_err(|e| e.to_string())?;
     let mut new = TopicPartitionList::new();
+    let mut added = Vec::new();
     for p in partitions {
         if !assigned.insert(p) {
             continue;
         }
+        added.push(p);
         let start = resume
             .get(&p)
             .map_or(Offset::Beginning, |&n| Offset::Offset(n));
         new.add_partition_offset(topic, p, start)
             .map_err(|e| e.to_string())?;
     }
-    let added = new.count();
-    if added > 0 {
+    if !added.is_empty() {
         consumer
             .incremental_assign(&new)
             .map_err(|e| e.to_string())?;
-        info!(topic, added, total = assigned.len(), "partitions assigned");
+        info!(topic, ?added, total = assigned.len(), "partitions assigned");
     }
     Ok(added)
 }
@@ -106,8 +128,11 @@ struct Ingest {
     tables: IngestTables,
     segments: SegmentStore,
     checkpoint: Checkpoint,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<KafkaConsumer>,
+    /// The partitions this server consumes now.
     assigned: BTreeSet<i32>,
+    /// How far the live tables reach per partition.
+    positions: Positions,
     decoder: Decoder,
     /// Records pushed to the decoder but not yet appended to the live tables.
     pending: usize,
@@ -120,7 +145,8 @@ struct Ingest {
 impl Ingest {
     fn take(&mut self, message: &rdkafka::message::BorrowedMessage<'_>) {
         let (partition, offset) = (message.partition(), message.offset());
-        if let Some(problem) = below_checkpoint(&self.checkpoint, partition, offset) {
+        if let Err(next) = self.positions.claim(partition, offset) {
+            let problem = already_held(next, partition, offset);
             warn!("{problem}");
             self.tables.status.error(Some(problem));
             return;
@@ -244,10 +270,14 @@ impl Ingest {
         }
     }
 
-    /// Tells the consumer group where we are, for external lag tools only.
+    /// Tells the consumer group where we are, for external lag tools only (in
+    /// group mode only for the partitions this server consumes).
     fn commit_group_offsets(&self) {
         let mut list = TopicPartitionList::new();
         for (&partition, &next) in &self.checkpoint.next_offsets {
+            if self.config.assignment == Assignment::Group && !self.assigned.contains(&partition) {
+                continue;
+            }
             if list
                 .add_partition_offset(&self.config.topic, partition, Offset::Offset(next))
                 .is_err()
@@ -255,24 +285,111 @@ impl Ingest {
                 return;
             }
         }
+        if list.count() == 0 {
+            return;
+        }
         if let Err(e) = self.consumer.commit(&list, CommitMode::Async) {
             warn!(error = %e, "cannot commit offsets to the group (lag tools only)");
         }
     }
+
+    /// Assigns partitions that appeared since the last look (manual assignment).
+    async fn discover(&mut self) {
+        let topic = self.config.topic.clone();
+        let resume = self.positions.all();
+        match discover(&self.consumer, &topic, &resume, &mut self.assigned).await {
+            Ok(added) => {
+                for p in added {
+                    self.tables.status.update(p, |s| s.assigned = true);
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "partition discovery failed; retrying");
+                self.tables.status.error(Some(format!("discovery: {e}")));
+            }
+        }
+    }
+
+    /// Applies the group's assignment changes; what was consumed of revoked
+    /// partitions is flushed at once, so their new owner finds it persisted.
+    async fn apply_changes(&mut self) {
+        let mut revoked = false;
+        for change in self.positions.take_changes() {
+            let (partitions, now) = match change {
+                Change::Assigned(partitions) => (partitions, true),
+                Change::Revoked(partitions) => {
+                    revoked = true;
+                    (partitions, false)
+                }
+            };
+            for p in partitions {
+                self.tables.status.update(p, |s| s.assigned = now);
+                if now {
+                    self.assigned.insert(p);
+                } else {
+                    self.assigned.remove(&p);
+                }
+            }
+        }
+        if revoked {
+            self.flush().await;
+        }
+    }
+
+    /// Loads what other group members committed of the partitions this server
+    /// does not consume, from where the live tables reach.
+    async fn follow(&mut self) {
+        let checkpoint = match self.segments.load_checkpoint().await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot read the group's checkpoints; retrying");
+                return;
+            }
+        };
+        let behind: BTreeSet<i32> = checkpoint
+            .next_offsets
+            .iter()
+            .filter(|&(p, &next)| {
+                !self.assigned.contains(p)
+                    && !self.ranges.contains_key(p)
+                    && self.positions.get(*p).is_none_or(|held| held < next)
+            })
+            .map(|(&p, _)| p)
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        match self
+            .segments
+            .load(&checkpoint, &self.positions.all(), Some(&behind))
+            .await
+        {
+            Ok(loaded) => {
+                let rows: usize = loaded.transactions.iter().map(|b| b.num_rows()).sum();
+                self.tables.transactions.append_flushed(loaded.transactions);
+                self.tables.rejects.append_flushed(loaded.rejects);
+                for (&p, &next) in &loaded.next {
+                    self.positions.advance(p, next);
+                    self.tables
+                        .status
+                        .update(p, |s| s.checkpoint_offset = Some(next));
+                }
+                info!(rows, partitions = ?behind, "loaded other members' segments");
+            }
+            Err(e) => warn!(error = %e, "cannot load other members' segments; retrying"),
+        }
+    }
 }
 
-/// A record below the checkpoint was persisted already: the topic was
-/// recreated or truncated (offsets went back). Taking it would move the
-/// checkpoint backwards and overlap committed segments, so it is skipped and
-/// reported instead.
-fn below_checkpoint(checkpoint: &Checkpoint, partition: i32, offset: i64) -> Option<String> {
-    let next = *checkpoint.next_offsets.get(&partition)?;
-    (offset < next).then(|| {
-        format!(
-            "partition {partition}: offset {offset} is below the checkpoint ({next}); the topic was \
-             recreated or truncated; records skipped (remove the checkpoint to re-ingest)"
-        )
-    })
+/// A record below `next` (the offset after the last one the live tables hold
+/// of its partition) is held already: the topic was recreated or truncated
+/// (offsets went back). Taking it would duplicate it and overlap committed
+/// segments, so it is skipped and reported instead.
+fn already_held(next: i64, partition: i32, offset: i64) -> String {
+    format!(
+        "partition {partition}: offset {offset} is below the checkpoint ({next}); the topic was \
+         recreated or truncated; records skipped (remove the checkpoint to re-ingest)"
+    )
 }
 
 /// Counts reject rows per partition in the status table.
@@ -295,20 +412,28 @@ pub async fn run(
     segments: SegmentStore,
     mut stop: watch::Receiver<bool>,
 ) {
-    let consumer = match consumer(&config) {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            warn!(error = %e, "cannot create the Kafka consumer; ingest is off");
-            return;
-        }
-    };
-    let checkpoint = match recover(&segments, &tables, true).await {
+    let group = config.assignment == Assignment::Group;
+    // Only a single server may delete orphans: in a group another member may be
+    // about to commit them.
+    let (checkpoint, positions) = match recover(&segments, &tables, !group).await {
         Ok(c) => c,
         Err(e) => {
             warn!(error = %e, "cannot read the ingest checkpoint or segments; ingest is off");
             return;
         }
     };
+    let positions = Positions::new(positions);
+    let consumer = match consumer(&config, &positions) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            warn!(error = %e, "cannot create the Kafka consumer; ingest is off");
+            return;
+        }
+    };
+    if group && let Err(e) = consumer.subscribe(&[config.topic.as_str()]) {
+        warn!(error = %e, "cannot subscribe to the topic; ingest is off");
+        return;
+    }
     info!(brokers = config.brokers.as_deref().unwrap_or_default(), topic = %config.topic,
           resume = ?checkpoint.next_offsets, "Kafka ingest starting");
     let mut ingest = Ingest {
@@ -319,6 +444,7 @@ pub async fn run(
         checkpoint,
         consumer,
         assigned: BTreeSet::new(),
+        positions,
         pending: 0,
         batch_started: Instant::now(),
         ranges: Ranges::new(),
@@ -328,19 +454,20 @@ pub async fn run(
     let checkpointed = ingest.checkpoint.next_offsets.clone();
     ingest.tables.status.flushed(now_micros(), &checkpointed);
     let mut next_discovery = Instant::now();
+    let mut next_follow = Instant::now();
     let mut next_report = Instant::now() + STATUS_LOG_INTERVAL;
     let mut paused = false;
     while !*stop.borrow() {
+        ingest.apply_changes().await;
+        if group && Instant::now() >= next_follow {
+            ingest.follow().await;
+            next_follow = Instant::now() + FOLLOW_INTERVAL;
+        }
         if Instant::now() >= next_discovery {
-            let topic = ingest.config.topic.clone();
-            let resume = ingest.checkpoint.next_offsets.clone();
-            match discover(&ingest.consumer, &topic, &resume, &mut ingest.assigned).await {
-                Ok(_) => ingest.refresh_watermarks().await,
-                Err(e) => {
-                    warn!(error = %e, "partition discovery failed; retrying");
-                    ingest.tables.status.error(Some(format!("discovery: {e}")));
-                }
+            if !group {
+                ingest.discover().await;
             }
+            ingest.refresh_watermarks().await;
             next_discovery = Instant::now() + DISCOVERY_INTERVAL;
         }
         if Instant::now() >= next_report {
@@ -394,23 +521,27 @@ pub async fn run(
 }
 
 /// Reads the checkpoint and the committed segments back into the live tables
-/// (also what a server without Kafka shows: the persisted stream).
+/// (also what a server without Kafka shows: the persisted stream). Returns the
+/// checkpoint and how far the live tables now reach per partition.
 pub async fn recover(
     segments: &SegmentStore,
     tables: &IngestTables,
     delete_orphans: bool,
-) -> datafusion::error::Result<Checkpoint> {
+) -> datafusion::error::Result<(Checkpoint, Offsets)> {
     let checkpoint = segments.load_checkpoint().await?;
-    let (transactions, rejects) = segments.recover(&checkpoint, delete_orphans).await?;
-    let rows: usize = transactions.iter().map(|b| b.num_rows()).sum();
-    tables.transactions.append_flushed(transactions);
-    tables.rejects.append_flushed(rejects);
+    if delete_orphans {
+        segments.delete_orphans(&checkpoint).await?;
+    }
+    let loaded = segments.load(&checkpoint, &Offsets::new(), None).await?;
+    let rows: usize = loaded.transactions.iter().map(|b| b.num_rows()).sum();
+    tables.transactions.append_flushed(loaded.transactions);
+    tables.rejects.append_flushed(loaded.rejects);
     info!(
         rows,
         partitions = checkpoint.next_offsets.len(),
         "ingest state recovered"
     );
-    Ok(checkpoint)
+    Ok((checkpoint, loaded.next))
 }
 
 #[cfg(test)]
@@ -419,13 +550,11 @@ mod tests {
 
     #[test]
     fn records_below_the_checkpoint_are_refused() {
-        let checkpoint = Checkpoint {
-            next_offsets: [(0, 10)].into(),
-            ..Checkpoint::default()
-        };
-        assert!(below_checkpoint(&checkpoint, 0, 10).is_none());
-        assert!(below_checkpoint(&checkpoint, 1, 0).is_none());
-        let problem = below_checkpoint(&checkpoint, 0, 3).unwrap();
-        assert!(problem.contains("below the checkpoint (10)"), "{problem}");
+        let positions = Positions::new([(0, 10)].into());
+        assert!(positions.claim(0, 10).is_ok());
+        assert!(positions.claim(1, 0).is_ok());
+        let next = positions.claim(0, 3).unwrap_err();
+        let problem = already_held(next, 0, 3);
+        assert!(problem.contains("below the checkpoint (11)"), "{problem}");
     }
 }

@@ -23,6 +23,8 @@ pub const STATUSES: [&str; 4] = ["PENDING", "APPROVED", "DECLINED", "REFUNDED"];
 
 /// The column both ingest tables carry the Kafka partition in.
 pub const PARTITION_COLUMN: &str = "kafka_partition";
+/// The column both ingest tables carry the Kafka offset in.
+pub const OFFSET_COLUMN: &str = "kafka_offset";
 
 /// The type of every ingest timestamp: microseconds, UTC.
 pub fn timestamp() -> DataType {
@@ -41,7 +43,7 @@ pub static TRANSACTIONS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("event_time", timestamp(), false),
         Field::new("processed_at", timestamp(), false),
         Field::new(PARTITION_COLUMN, DataType::Int32, false),
-        Field::new("kafka_offset", DataType::Int64, false),
+        Field::new(OFFSET_COLUMN, DataType::Int64, false),
     ]))
 });
 
@@ -49,7 +51,7 @@ pub static TRANSACTIONS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
 pub static REJECTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         Field::new(PARTITION_COLUMN, DataType::Int32, false),
-        Field::new("kafka_offset", DataType::Int64, false),
+        Field::new(OFFSET_COLUMN, DataType::Int64, false),
         Field::new("key", DataType::Utf8, true),
         Field::new("payload", DataType::Binary, true),
         Field::new("error", DataType::Utf8, false),

@@ -16,8 +16,9 @@ use datafusion::physical_plan::ExecutionPlan;
 /// How many partitions a scan of a live table is split into.
 const SCAN_PARTITIONS: usize = 2;
 
-/// An append-only table held in memory. It also remembers how many of its
-/// batches are persisted (see [`super::segments`]).
+/// An append-only table held in memory. It also remembers which of its
+/// batches are not persisted yet (see [`super::segments`]); batches read back
+/// from segments may arrive between them (a group member following others).
 #[derive(Debug)]
 pub struct LiveTable {
     schema: SchemaRef,
@@ -27,7 +28,8 @@ pub struct LiveTable {
 #[derive(Debug, Default)]
 struct Batches {
     all: Vec<RecordBatch>,
-    flushed: usize,
+    /// Positions in `all` of the batches not persisted yet, oldest first.
+    unflushed: Vec<usize>,
 }
 
 impl LiveTable {
@@ -42,34 +44,38 @@ impl LiveTable {
     /// Appends a batch (ignored when empty); visible to the next query.
     pub fn append(&self, batch: RecordBatch) {
         if batch.num_rows() > 0 {
-            self.write().all.push(batch);
+            let mut b = self.write();
+            let at = b.all.len();
+            b.all.push(batch);
+            b.unflushed.push(at);
         }
     }
 
     /// Appends batches read back from persisted segments (already flushed).
     pub fn append_flushed(&self, batches: Vec<RecordBatch>) {
-        let mut b = self.write();
-        b.all
+        self.write()
+            .all
             .extend(batches.into_iter().filter(|b| b.num_rows() > 0));
-        b.flushed = b.all.len();
     }
 
     /// The batches not persisted yet, and a mark to pass to [`Self::mark_flushed`].
     pub fn unflushed(&self) -> (Vec<RecordBatch>, usize) {
         let b = self.read();
-        (b.all[b.flushed..].to_vec(), b.all.len())
+        let batches = b.unflushed.iter().map(|&i| b.all[i].clone()).collect();
+        (batches, b.unflushed.len())
     }
 
-    /// Records that every batch before `mark` is persisted.
+    /// Records that the batches [`Self::unflushed`] returned with `mark` are persisted.
     pub fn mark_flushed(&self, mark: usize) {
         let mut b = self.write();
-        b.flushed = b.flushed.max(mark.min(b.all.len()));
+        let done = mark.min(b.unflushed.len());
+        b.unflushed.drain(..done);
     }
 
     /// Rows not persisted yet.
     pub fn unflushed_rows(&self) -> usize {
         let b = self.read();
-        b.all[b.flushed..].iter().map(RecordBatch::num_rows).sum()
+        b.unflushed.iter().map(|&i| b.all[i].num_rows()).sum()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Batches> {
@@ -128,4 +134,32 @@ pub fn memory_scan(
         schema,
         projection.cloned(),
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    fn batch(schema: &SchemaRef, values: &[i64]) -> RecordBatch {
+        let column = Arc::new(Int64Array::from(values.to_vec()));
+        RecordBatch::try_new(Arc::clone(schema), vec![column]).unwrap()
+    }
+
+    #[test]
+    fn batches_read_back_between_unflushed_ones_stay_flushed() {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let table = LiveTable::new(Arc::clone(&schema));
+        table.append(batch(&schema, &[1, 2]));
+        table.append_flushed(vec![batch(&schema, &[10, 11, 12])]);
+        let (unflushed, mark) = table.unflushed();
+        assert_eq!(unflushed, vec![batch(&schema, &[1, 2])]);
+        assert_eq!(table.unflushed_rows(), 2);
+        // Consumed while the flush was being written.
+        table.append(batch(&schema, &[3]));
+        table.mark_flushed(mark);
+        assert_eq!(table.unflushed().0, vec![batch(&schema, &[3])]);
+        assert_eq!(table.num_rows(), 6);
+    }
 }

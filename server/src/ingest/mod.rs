@@ -4,14 +4,18 @@
 //! - [`decode`]: records → Arrow, bad records → rejects with the reason.
 //! - [`live`]: the in-memory tables queries read.
 //! - [`latest`]: `transactions_latest`, maintained as events arrive.
-//! - [`consumer`]: the rdkafka consumer (manual assignment of every partition,
-//!   periodic discovery of new ones, small batches for sub-second freshness,
-//!   flushes, resume after the checkpoint).
+//! - [`consumer`]: the rdkafka consumer (manual assignment of every partition
+//!   with periodic discovery of new ones, or a consumer group shared by several
+//!   servers; small batches for sub-second freshness, flushes, resume after the
+//!   checkpoint).
+//! - [`group`]: how far the live tables reach per partition, and the consumer
+//!   group's rebalance callback.
 //! - [`segments`]: Parquet segments + checkpoint, committed exactly once.
 //! - [`status`]: the `ingest_status` table.
 
 pub mod consumer;
 pub mod decode;
+pub mod group;
 pub mod latest;
 pub mod live;
 pub mod segments;

@@ -1,13 +1,15 @@
 //! The `ingest_status` system table: per partition where ingest stands —
-//! checkpointed and consumed offsets, the broker's high watermark, lag, record and
-//! reject counts this run, the last flush, and the last broker error.
+//! whether this server consumes it now, checkpointed and consumed offsets, the
+//! broker's high watermark, lag, record and reject counts this run, the last
+//! flush, and the last broker error.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::Session;
@@ -19,6 +21,9 @@ use datafusion::physical_plan::ExecutionPlan;
 /// One partition's figures.
 #[derive(Debug, Clone, Default)]
 pub struct PartitionStatus {
+    /// Whether this server consumes the partition now (in a consumer group,
+    /// the others' partitions are only read from their persisted segments).
+    pub assigned: bool,
     /// Next offset after the last checkpoint.
     pub checkpoint_offset: Option<i64>,
     /// Next offset after the last record consumed.
@@ -63,6 +68,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("topic", DataType::Utf8, false),
         // NULL in the one row shown while no partition is known (e.g. the broker is unreachable).
         Field::new("partition", DataType::Int32, true),
+        Field::new("assigned", DataType::Boolean, false),
         Field::new("checkpoint_offset", DataType::Int64, true),
         Field::new("consumed_offset", DataType::Int64, true),
         Field::new("high_watermark", DataType::Int64, true),
@@ -152,6 +158,9 @@ impl IngestStatus {
             Arc::new(Int32Array::from(
                 rows.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
             )),
+            Arc::new(BooleanArray::from(
+                rows.iter().map(|(_, s)| s.assigned).collect::<Vec<_>>(),
+            )),
             col(&|s| s.checkpoint_offset),
             col(&|s| s.consumed_offset),
             col(&|s| s.high_watermark),
@@ -169,7 +178,12 @@ impl IngestStatus {
     }
 }
 
+/// Records the broker has that ingest has not consumed; only for partitions
+/// this server consumes.
 fn lag(s: &PartitionStatus) -> Option<i64> {
+    if !s.assigned {
+        return None;
+    }
     let hw = s.high_watermark?;
     let position = s.consumed_offset.or(s.checkpoint_offset).unwrap_or(0);
     Some((hw - position).max(0))

@@ -489,9 +489,10 @@ pub fn recon_binary() -> std::path::PathBuf {
     bin
 }
 
-/// `recon serve` over `warehouse` with Flight SQL on loopback `port`, HTTP on
-/// any free loopback port, warnings only in the log, stdout discarded.
-pub fn recon_serve(warehouse: &std::path::Path, port: u16) -> std::process::Command {
+/// `recon serve` over `warehouse` (a path or an object store URL) with Flight
+/// SQL on loopback `port`, HTTP on any free loopback port, warnings only in the
+/// log, stdout discarded.
+pub fn recon_serve(warehouse: impl AsRef<std::ffi::OsStr>, port: u16) -> std::process::Command {
     let mut command = std::process::Command::new(recon_binary());
     command
         .arg("serve")
@@ -512,6 +513,61 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// A running `recon serve` binary and its Flight SQL URL; killed (SIGKILL) when
+/// dropped, so a failed test leaves no server behind.
+#[derive(Debug)]
+pub struct ReconProcess {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl ReconProcess {
+    /// Starts `command` (e.g. [`recon_serve`] plus the test's flags) whose
+    /// Flight SQL port is `port`.
+    pub fn spawn(command: &mut std::process::Command, port: u16) -> Self {
+        Self {
+            child: command.spawn().expect("start recon"),
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// A Flight SQL client, once the server listens (within 30 s).
+    pub async fn client(&mut self) -> FlightSqlServiceClient<Channel> {
+        connect_when_listening(
+            &self.url,
+            &mut self.child,
+            std::time::Duration::from_secs(30),
+        )
+        .await
+    }
+
+    /// Kills the server with SIGKILL.
+    pub fn kill_9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops the server with SIGTERM; it must exit 0.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        assert!(sent.success(), "kill -TERM {pid}");
+        let status = self.child.wait().expect("wait for recon");
+        assert!(status.success(), "recon exits 0 on SIGTERM, got {status}");
+    }
+}
+
+impl Drop for ReconProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -557,6 +613,40 @@ pub async fn eventually(client: &mut FlightSqlServiceClient<Channel>, sql: &str,
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// Produces the events `T-{i}` for `i` in `ids` (seed-shaped, PENDING, 1.00 at
+/// MCH-A1) to `topic`, event `i` to partition `partition(i)` (None: the
+/// producer's choice); waits for each acknowledgement and returns the
+/// (partition, offset) pairs.
+pub async fn produce_events(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    ids: std::ops::Range<usize>,
+    partition: impl Fn(usize) -> Option<i32>,
+) -> std::collections::BTreeSet<(i32, i64)> {
+    use rdkafka::producer::FutureRecord;
+    let mut acked = std::collections::BTreeSet::new();
+    for i in ids {
+        let payload = event_json(
+            &format!("T-{i}"),
+            "MCH-A1",
+            1.0,
+            "PENDING",
+            "2026-11-24T10:00:00",
+        );
+        let mut record = FutureRecord::<str, str>::to(topic).payload(&payload);
+        if let Some(p) = partition(i) {
+            record = record.partition(p);
+        }
+        let delivery = producer
+            .send(record, std::time::Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce");
+        acked.insert((delivery.partition, delivery.offset));
+    }
+    acked
 }
 
 /// Produces `records` (key, payload) to `topic`, waiting for each ack.

@@ -19,108 +19,45 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, BooleanArray};
 use arrow::datatypes::{Int32Type, Int64Type};
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use recon_integration_tests::{
-    Broker, COUNTS, connect_when_listening, counts, event_json, eventually, free_port, query,
-    recon_binary,
+    Broker, COUNTS, ReconProcess, counts, eventually, free_port, produce_events, query, recon_serve,
 };
 use tonic::transport::Channel;
 
 const TOPIC: &str = "transactions_topic";
 const PARTITIONS: i32 = 4;
 
-/// One `recon serve`, killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    /// A group member named `member` (no Kafka when `broker` is None).
-    fn start(warehouse: &Path, broker: Option<&str>, member: &str) -> Self {
-        let port = free_port();
-        let mut command = Command::new(recon_binary());
+/// A group member named `member` (no Kafka when `broker` is None).
+fn start_member(warehouse: &Path, broker: Option<&str>, member: &str) -> ReconProcess {
+    let port = free_port();
+    let mut command = recon_serve(warehouse, port);
+    if let Some(broker) = broker {
         command
-            .arg("serve")
-            .arg("--warehouse")
-            .arg(warehouse)
-            .args(["--flight-addr", &format!("127.0.0.1:{port}")])
-            .args(["--http-addr", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null());
-        if let Some(broker) = broker {
-            command
-                .args(["--kafka-brokers", broker])
-                .args(["--kafka-assignment", "group", "--kafka-member", member])
-                .args(["--kafka-flush-interval-secs", "1"])
-                // Shorter than the 45 s default: the group notices a silent member sooner.
-                .args([
-                    "--kafka-properties",
-                    "session.timeout.ms=6000,heartbeat.interval.ms=1000",
-                ]);
-        }
-        Self {
-            child: command.spawn().unwrap(),
-            url: format!("http://127.0.0.1:{port}"),
-        }
+            .args(["--kafka-brokers", broker])
+            .args(["--kafka-assignment", "group", "--kafka-member", member])
+            .args(["--kafka-flush-interval-secs", "1"])
+            // Shorter than the 45 s default: the group notices a silent member sooner.
+            .args([
+                "--kafka-properties",
+                "session.timeout.ms=6000,heartbeat.interval.ms=1000",
+            ]);
     }
-
-    async fn client(&mut self) -> FlightSqlServiceClient<Channel> {
-        connect_when_listening(&self.url, &mut self.child, Duration::from_secs(30)).await
-    }
-
-    fn stop(mut self) {
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(
-            self.child.wait().unwrap().success(),
-            "recon exits 0 on SIGTERM"
-        );
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    ReconProcess::spawn(&mut command, port)
 }
 
 /// Produces events `from..to`, event `i` to partition `i % PARTITIONS`; returns
 /// the acknowledged (partition, offset) pairs.
 async fn produce(producer: &FutureProducer, from: usize, to: usize) -> BTreeSet<(i32, i64)> {
-    let mut acked = BTreeSet::new();
-    for i in from..to {
-        let payload = event_json(
-            &format!("T-{i}"),
-            "MCH-A1",
-            1.0,
-            "PENDING",
-            "2026-11-24T10:00:00",
-        );
-        let partition = i32::try_from(i).unwrap() % PARTITIONS;
-        let delivery = producer
-            .send(
-                FutureRecord::<str, str>::to(TOPIC)
-                    .partition(partition)
-                    .payload(&payload),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
-        acked.insert((delivery.partition, delivery.offset));
-    }
-    acked
+    produce_events(producer, TOPIC, from..to, |i| {
+        Some(i32::try_from(i).expect("small") % PARTITIONS)
+    })
+    .await
 }
 
 /// The partitions the server consumes now.
@@ -199,8 +136,8 @@ async fn a_consumer_group_shares_the_topic_and_hands_partitions_over() {
     let broker = Broker::start();
     broker.create_topic(TOPIC, PARTITIONS).await;
     let warehouse = tempfile::tempdir().unwrap();
-    let mut a = Server::start(warehouse.path(), Some(&broker.address), "a");
-    let mut b = Server::start(warehouse.path(), Some(&broker.address), "b");
+    let mut a = start_member(warehouse.path(), Some(&broker.address), "a");
+    let mut b = start_member(warehouse.path(), Some(&broker.address), "b");
     let (mut ca, mut cb) = (a.client().await, b.client().await);
     wait_for_split(&mut [&mut ca, &mut cb]).await;
 
@@ -229,7 +166,7 @@ async fn a_consumer_group_shares_the_topic_and_hands_partitions_over() {
     eventually(&mut cb, COUNTS, &counts(800)).await;
 
     // The killed member comes back (same name, so the same checkpoint file).
-    let mut a = Server::start(warehouse.path(), Some(&broker.address), "a");
+    let mut a = start_member(warehouse.path(), Some(&broker.address), "a");
     let mut ca = a.client().await;
     wait_for_split(&mut [&mut ca, &mut cb]).await;
     acked.extend(produce(&producer, 800, 1000).await);
@@ -242,7 +179,7 @@ async fn a_consumer_group_shares_the_topic_and_hands_partitions_over() {
 
     // What the group persisted, read back by a server without Kafka: every
     // produced position, once.
-    let mut reader = Server::start(warehouse.path(), None, "reader");
+    let mut reader = start_member(warehouse.path(), None, "reader");
     let mut client = reader.client().await;
     eventually(&mut client, COUNTS, &counts(1000)).await;
     assert_eq!(positions(&mut client).await, acked);

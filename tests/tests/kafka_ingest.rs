@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use rdkafka::producer::FutureRecord;
 use recon_integration_tests::{
     Broker, COUNTS, TestServer, counts, event_json, eventually, produce, query, table,
 };
@@ -156,25 +155,8 @@ async fn partitions_that_appear_while_running_are_consumed() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     broker.create_topic(topic, 2).await;
     let producer = broker.producer();
-    for partition in 0..2 {
-        let payload = event_json(
-            &format!("T-{partition}"),
-            "MCH-A1",
-            1.0,
-            "PENDING",
-            "2026-11-24T10:00:00",
-        );
-        producer
-            .send(
-                FutureRecord::<str, str>::to(topic)
-                    .partition(partition)
-                    .payload(&payload),
-                Duration::from_secs(10),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
+    recon_integration_tests::produce_events(&producer, topic, 0..2, |i| i32::try_from(i).ok())
+        .await;
     eventually(
         &mut client,
         "SELECT kafka_partition, count(*) AS n FROM transactions GROUP BY 1 ORDER BY 1",

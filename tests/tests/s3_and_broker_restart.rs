@@ -11,15 +11,13 @@
 use std::time::{Duration, Instant};
 
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use rdkafka::producer::FutureRecord;
-use std::process::{Child, Command, Stdio};
 
 use object_store::ObjectStoreExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use recon_integration_tests::{
-    Broker, S3Server, connect_when_listening, event_json, eventually, free_port, query,
-    recon_binary, table,
+    Broker, ReconProcess, S3Server, eventually, free_port, produce_events, query, recon_serve,
+    table,
 };
 use tonic::transport::Channel;
 
@@ -28,24 +26,7 @@ const COUNTS: &str =
     "SELECT count(*) AS n, count(DISTINCT (kafka_partition, kafka_offset)) AS d FROM transactions";
 
 async fn produce(broker: &Broker, from: usize, to: usize) {
-    let producer = broker.producer();
-    for i in from..to {
-        let payload = event_json(
-            &format!("T-{i}"),
-            "MCH-A1",
-            1.0,
-            "PENDING",
-            "2026-11-24T10:00:00",
-        );
-        producer
-            .send(
-                FutureRecord::<str, str>::to(TOPIC).payload(&payload),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
+    produce_events(&broker.producer(), TOPIC, from..to, |_| None).await;
 }
 
 async fn wait_for(client: &mut FlightSqlServiceClient<Channel>, n: usize) {
@@ -62,58 +43,15 @@ async fn wait_for(client: &mut FlightSqlServiceClient<Channel>, n: usize) {
 }
 
 /// `recon serve` (the binary) with the warehouse on S3.
-struct Recon {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Recon {
-    fn drop(&mut self) {
-        // A failed test must not leave the server running.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Recon {
-    fn start(s3: &S3Server, broker: &str) -> Self {
-        let port = free_port();
-        let child = Command::new(recon_binary())
-            .args(["serve", "--warehouse", "s3://recon-warehouse/prod"])
-            .args(["--flight-addr", &format!("127.0.0.1:{port}")])
-            .args(["--http-addr", "127.0.0.1:0"])
-            .args([
-                "--kafka-brokers",
-                broker,
-                "--kafka-flush-interval-secs",
-                "1",
-            ])
-            .envs(s3.env())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    async fn client(&mut self) -> FlightSqlServiceClient<Channel> {
-        connect_when_listening(&self.url, &mut self.child, Duration::from_secs(30)).await
-    }
-
-    fn stop(mut self) {
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(
-            self.child.wait().unwrap().success(),
-            "recon exits 0 on SIGTERM"
-        );
-    }
+fn start_recon(s3: &S3Server, broker: &str) -> ReconProcess {
+    let port = free_port();
+    ReconProcess::spawn(
+        recon_serve("s3://recon-warehouse/prod", port)
+            .args(["--kafka-brokers", broker])
+            .args(["--kafka-flush-interval-secs", "1"])
+            .envs(s3.env()),
+        port,
+    )
 }
 
 #[tokio::test]
@@ -122,7 +60,7 @@ async fn s3_warehouse_and_a_broker_restart_mid_stream() {
     let port = free_port();
     let broker = Broker::start_on(port, "s3://tansu-log/", &s3.env());
     broker.create_topic(TOPIC, 2).await;
-    let mut recon = Recon::start(&s3, &broker.address);
+    let mut recon = start_recon(&s3, &broker.address);
     let mut client = recon.client().await;
     produce(&broker, 0, 100).await;
     wait_for(&mut client, 100).await;
@@ -136,7 +74,7 @@ async fn s3_warehouse_and_a_broker_restart_mid_stream() {
 
     // A restart of recon recovers everything from the S3 warehouse.
     recon.stop();
-    let mut recon = Recon::start(&s3, &broker.address);
+    let mut recon = start_recon(&s3, &broker.address);
     let mut client = recon.client().await;
     wait_for(&mut client, 150).await;
     produce(&broker, 150, 160).await;
@@ -190,7 +128,7 @@ async fn a_partition_added_while_running_is_consumed() {
     let s3 = S3Server::start(&["tansu-log", "recon-warehouse"]);
     let broker = Broker::start_on(free_port(), "s3://tansu-log/", &s3.env());
     broker.create_topic(TOPIC, 1).await;
-    let mut recon = Recon::start(&s3, &broker.address);
+    let mut recon = start_recon(&s3, &broker.address);
     let mut client = recon.client().await;
     produce(&broker, 0, 10).await;
     wait_for(&mut client, 10).await;
@@ -206,25 +144,7 @@ async fn a_partition_added_while_running_is_consumed() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    for i in 10..25 {
-        let payload = event_json(
-            &format!("T-{i}"),
-            "MCH-A1",
-            1.0,
-            "PENDING",
-            "2026-11-24T10:00:00",
-        );
-        producer
-            .send(
-                FutureRecord::<str, str>::to(TOPIC)
-                    .partition(1)
-                    .payload(&payload),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .unwrap();
-    }
+    produce_events(&producer, TOPIC, 10..25, |_| Some(1)).await;
     eventually(
         &mut client,
         "SELECT kafka_partition, count(*) AS n, min(kafka_offset) AS first FROM transactions GROUP BY 1 ORDER BY 1",

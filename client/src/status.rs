@@ -21,8 +21,8 @@ pub const TABLES: [&str; 7] = [
     "ml_fraud_signals",
 ];
 
-const INGEST_SQL: &str = "SELECT topic, partition, consumed_offset, high_watermark, lag, \
-     records, rejects, last_flush, last_error FROM ingest_status ORDER BY partition";
+const INGEST_SQL: &str = "SELECT topic, partition, assigned, consumed_offset, high_watermark, \
+     lag, records, rejects, last_flush, last_error FROM ingest_status ORDER BY partition";
 const SNAPSHOTS_SQL: &str = "SELECT view, run_id, created_at, rows, duration_ms \
      FROM index_snapshots WHERE current ORDER BY view";
 

@@ -616,8 +616,8 @@ pub async fn eventually(client: &mut FlightSqlServiceClient<Channel>, sql: &str,
 }
 
 /// Produces the events `T-{i}` for `i` in `ids` (seed-shaped, PENDING, 1.00 at
-/// MCH-A1) to `topic`, event `i` to partition `partition(i)` (None: the
-/// producer's choice); waits for each acknowledgement and returns the
+/// MCH-A1; the key is the id) to `topic`, event `i` to partition `partition(i)`
+/// (None: the key's hash); waits for each acknowledgement and returns the
 /// (partition, offset) pairs.
 pub async fn produce_events(
     producer: &rdkafka::producer::FutureProducer,
@@ -628,14 +628,9 @@ pub async fn produce_events(
     use rdkafka::producer::FutureRecord;
     let mut acked = std::collections::BTreeSet::new();
     for i in ids {
-        let payload = event_json(
-            &format!("T-{i}"),
-            "MCH-A1",
-            1.0,
-            "PENDING",
-            "2026-11-24T10:00:00",
-        );
-        let mut record = FutureRecord::<str, str>::to(topic).payload(&payload);
+        let id = format!("T-{i}");
+        let payload = event_json(&id, "MCH-A1", 1.0, "PENDING", "2026-11-24T10:00:00");
+        let mut record = FutureRecord::to(topic).key(&id).payload(&payload);
         if let Some(p) = partition(i) {
             record = record.partition(p);
         }

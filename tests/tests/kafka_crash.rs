@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::{Int32Type, Int64Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use rdkafka::producer::FutureRecord;
-use recon_integration_tests::{Broker, event_json, free_port, recon_binary};
+use recon_integration_tests::{Broker, free_port, produce_events, recon_binary};
 
 const TOPIC: &str = "transactions_topic";
 const CYCLES: usize = 10;
@@ -99,29 +98,11 @@ async fn kill_9_during_steady_produce_loses_and_duplicates_nothing() {
     let flag = Arc::clone(&producing);
     let produced = tokio::spawn(async move {
         let mut acked = BTreeSet::new();
-        let mut i = 0u64;
+        let mut i = 0;
         while flag.load(Ordering::Relaxed) {
-            let payload = event_json(
-                &format!("T-{i}"),
-                "MCH-A1",
-                1.0,
-                "PENDING",
-                "2026-11-24T10:00:00",
-            );
-            let key = format!("T-{i}");
-            let delivery = producer
-                .send(
-                    FutureRecord::to(TOPIC).key(&key).payload(&payload),
-                    Duration::from_secs(10),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .unwrap();
-            acked.insert((delivery.partition, delivery.offset));
-            i += 1;
-            if i.is_multiple_of(50) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            acked.extend(produce_events(&producer, TOPIC, i..i + 50, |_| None).await);
+            i += 50;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         acked
     });

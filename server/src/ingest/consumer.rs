@@ -76,7 +76,7 @@ fn consumer(config: &Kafka, positions: &Positions) -> Result<KafkaConsumer, Kafk
     client.create_with_context(IngestContext::new(&config.topic, positions.clone()))
 }
 
-/// Assigns partitions of the topic not assigned yet; returns how many were added.
+/// Assigns partitions of the topic not assigned yet; returns the ones added.
 /// Partitions in `resume` start at their checkpointed offset, others at the beginning.
 async fn discover(
     consumer: &Arc<KafkaConsumer>,

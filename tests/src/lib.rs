@@ -370,6 +370,33 @@ fn wait_for_port(address: &str, what: &str) {
     }
 }
 
+/// Creates `bucket` on the S3 server at `address` (plain HTTP PUT). moto may
+/// accept connections a moment before it answers them (an empty reply), so
+/// this retries for up to 30 s.
+fn create_bucket(address: &str, bucket: &str) {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let mut reply = String::new();
+        if let Ok(mut stream) = std::net::TcpStream::connect(address) {
+            let request = format!(
+                "PUT /{bucket} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            if stream.write_all(request.as_bytes()).is_ok() {
+                let _ = stream.read_to_string(&mut reply);
+            }
+        }
+        if reply.starts_with("HTTP/1.1 200") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "create bucket {bucket}: {reply:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// An S3-compatible server (moto, from the test venv: `MOTO_SERVER` names its
 /// `moto_server`) on a free loopback port; killed when dropped.
 #[derive(Debug)]
@@ -395,19 +422,7 @@ impl S3Server {
         let address = format!("127.0.0.1:{port}");
         wait_for_port(&address, "moto_server");
         for bucket in buckets {
-            use std::io::{Read, Write};
-            let mut stream = std::net::TcpStream::connect(&address).expect("connect to moto");
-            write!(
-                stream,
-                "PUT /{bucket} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            )
-            .expect("create bucket");
-            let mut reply = String::new();
-            let _ = stream.read_to_string(&mut reply);
-            assert!(
-                reply.starts_with("HTTP/1.1 200"),
-                "create bucket {bucket}: {reply}"
-            );
+            create_bucket(&address, bucket);
         }
         Self {
             endpoint: format!("http://{address}"),

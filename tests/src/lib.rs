@@ -421,13 +421,15 @@ impl S3Server {
             .expect("start moto_server");
         let address = format!("127.0.0.1:{port}");
         wait_for_port(&address, "moto_server");
+        // Built first, so a failure below still stops moto (Drop).
+        let server = Self {
+            endpoint: format!("http://{address}"),
+            child,
+        };
         for bucket in buckets {
             create_bucket(&address, bucket);
         }
-        Self {
-            endpoint: format!("http://{address}"),
-            child,
-        }
+        server
     }
 
     /// The `AWS_*` variables that point S3 clients (object_store, tansu) here.

@@ -365,15 +365,13 @@ impl Ingest {
             .await
         {
             Ok(loaded) => {
-                let rows: usize = loaded.transactions.iter().map(|b| b.num_rows()).sum();
-                self.tables.transactions.append_flushed(loaded.transactions);
-                self.tables.rejects.append_flushed(loaded.rejects);
                 for (&p, &next) in &loaded.next {
                     self.positions.advance(p, next);
                     self.tables
                         .status
                         .update(p, |s| s.checkpoint_offset = Some(next));
                 }
+                let rows = self.tables.append_persisted(loaded);
                 info!(rows, partitions = ?behind, "loaded other members' segments");
             }
             Err(e) => warn!(error = %e, "cannot load other members' segments; retrying"),
@@ -529,19 +527,15 @@ pub async fn recover(
     delete_orphans: bool,
 ) -> datafusion::error::Result<(Checkpoint, Offsets)> {
     let checkpoint = segments.load_checkpoint().await?;
-    if delete_orphans {
-        segments.delete_orphans(&checkpoint).await?;
-    }
-    let loaded = segments.load(&checkpoint, &Offsets::new(), None).await?;
-    let rows: usize = loaded.transactions.iter().map(|b| b.num_rows()).sum();
-    tables.transactions.append_flushed(loaded.transactions);
-    tables.rejects.append_flushed(loaded.rejects);
+    let mut loaded = segments.recover(&checkpoint, delete_orphans).await?;
+    let next = std::mem::take(&mut loaded.next);
+    let rows = tables.append_persisted(loaded);
     info!(
         rows,
         partitions = checkpoint.next_offsets.len(),
         "ingest state recovered"
     );
-    Ok((checkpoint, loaded.next))
+    Ok((checkpoint, next))
 }
 
 #[cfg(test)]

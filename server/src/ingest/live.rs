@@ -118,6 +118,55 @@ impl TableProvider for LiveTable {
     }
 }
 
+/// A read-only system table (`ingest_status`, `index_snapshots`): its one
+/// batch is computed afresh at every scan.
+pub struct SystemTable {
+    schema: SchemaRef,
+    batch: Box<dyn Fn() -> Result<RecordBatch> + Send + Sync>,
+}
+
+impl SystemTable {
+    /// A table of `schema` whose rows `batch` computes.
+    pub fn new(
+        schema: SchemaRef,
+        batch: impl Fn() -> Result<RecordBatch> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            schema,
+            batch: Box::new(batch),
+        }
+    }
+}
+
+impl std::fmt::Debug for SystemTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SystemTable")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl TableProvider for SystemTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        memory_scan(vec![(self.batch)()?], self.schema(), projection)
+    }
+}
+
 /// A scan of in-memory `batches`, dealt round-robin into [`SCAN_PARTITIONS`]
 /// partitions so both cores work.
 pub fn memory_scan(

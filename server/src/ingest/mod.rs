@@ -29,7 +29,8 @@ use datafusion::prelude::SessionContext;
 use self::decode::{REJECTS_SCHEMA, TRANSACTIONS_SCHEMA};
 use self::latest::LatestTable;
 use self::live::LiveTable;
-use self::status::{IngestStatus, StatusTable};
+use self::segments::Loaded;
+use self::status::IngestStatus;
 
 /// The ingest tables of one server.
 #[derive(Debug, Clone)]
@@ -44,6 +45,17 @@ pub struct IngestTables {
     pub status: IngestStatus,
 }
 
+impl IngestTables {
+    /// Adds segments read back from the warehouse (persisted already) to
+    /// `transactions` and `transactions_rejects`; returns the events added.
+    pub fn append_persisted(&self, loaded: Loaded) -> usize {
+        let rows = loaded.transactions.iter().map(|b| b.num_rows()).sum();
+        self.transactions.append_flushed(loaded.transactions);
+        self.rejects.append_flushed(loaded.rejects);
+        rows
+    }
+}
+
 /// Registers `transactions`, `transactions_rejects` and `transactions_latest`
 /// (empty until ingest runs).
 pub async fn register(ctx: &SessionContext) -> Result<IngestTables> {
@@ -56,7 +68,7 @@ pub async fn register(ctx: &SessionContext) -> Result<IngestTables> {
     };
     ctx.register_table(
         "ingest_status",
-        Arc::new(StatusTable(tables.status.clone())),
+        Arc::new(status::table(tables.status.clone())),
     )?;
     ctx.register_table("transactions", Arc::clone(&tables.transactions) as _)?;
     ctx.register_table("transactions_rejects", Arc::clone(&tables.rejects) as _)?;

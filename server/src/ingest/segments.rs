@@ -67,6 +67,11 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// The next offset of `partition` (0 when it has none: nothing committed).
+    pub fn next(&self, partition: i32) -> i64 {
+        self.next_offsets.get(&partition).copied().unwrap_or(0)
+    }
+
     /// Takes, per partition, the higher next offset of `self` and `other`.
     fn merge(&mut self, other: &Checkpoint) {
         for (&partition, &next) in &other.next_offsets {
@@ -241,22 +246,28 @@ impl SegmentStore {
         Ok(listing)
     }
 
-    /// Deletes the segments past `checkpoint` (orphans of a crash between a
-    /// segment and its checkpoint). Only a single server may: in a group another
-    /// member may be about to commit them.
-    pub async fn delete_orphans(&self, checkpoint: &Checkpoint) -> Result<()> {
+    /// Reads every committed segment back, each offset once. With
+    /// `delete_orphans` the segments past `checkpoint` (orphans of a crash
+    /// between a segment and its checkpoint) are deleted first. Only a single
+    /// server may do that: in a group another member may be about to commit them.
+    pub async fn recover(&self, checkpoint: &Checkpoint, delete_orphans: bool) -> Result<Loaded> {
         let listing = self.list().await?;
+        if delete_orphans {
+            self.delete_orphans(&listing, checkpoint).await?;
+        }
+        // The listing still names the deleted files; `plan` never reads a
+        // range past the checkpoint.
+        self.load_listed(&listing, checkpoint, &Offsets::new(), None)
+            .await
+    }
+
+    async fn delete_orphans(&self, listing: &Listing, checkpoint: &Checkpoint) -> Result<()> {
         for location in &listing.files {
             let Some((partition, _, last)) = location.filename().and_then(parse_segment_name)
             else {
                 continue;
             };
-            let next = checkpoint
-                .next_offsets
-                .get(&partition)
-                .copied()
-                .unwrap_or(0);
-            if last >= next {
+            if last >= checkpoint.next(partition) {
                 warn!(file = %location, "deleting a segment written after the last checkpoint");
                 self.store.delete(location).await?;
             }
@@ -274,18 +285,24 @@ impl SegmentStore {
         partitions: Option<&BTreeSet<i32>>,
     ) -> Result<Loaded> {
         let listing = self.list().await?;
+        self.load_listed(&listing, checkpoint, from, partitions)
+            .await
+    }
+
+    async fn load_listed(
+        &self,
+        listing: &Listing,
+        checkpoint: &Checkpoint,
+        from: &Offsets,
+        partitions: Option<&BTreeSet<i32>>,
+    ) -> Result<Loaded> {
         let mut loaded = Loaded::default();
         for (&partition, ranges) in &listing.ranges {
             if partitions.is_some_and(|wanted| !wanted.contains(&partition)) {
                 continue;
             }
-            let upto = checkpoint
-                .next_offsets
-                .get(&partition)
-                .copied()
-                .unwrap_or(0);
             let start = from.get(&partition).copied();
-            let (pieces, next) = plan(ranges, start, upto);
+            let (pieces, next) = plan(ranges, start, checkpoint.next(partition));
             for piece in pieces {
                 let name = segment_name(partition, piece.first, piece.last);
                 let (dir_t, dir_r) = (
@@ -474,8 +491,7 @@ mod tests {
 
         let reloaded = store.load_checkpoint().await.unwrap();
         assert_eq!(reloaded, checkpoint);
-        store.delete_orphans(&reloaded).await.unwrap();
-        let loaded = store.load(&reloaded, &Offsets::new(), None).await.unwrap();
+        let loaded = store.recover(&reloaded, true).await.unwrap();
         assert_eq!(loaded.next, [(0, 10), (1, 5)].into());
         let good: usize = loaded.transactions.iter().map(RecordBatch::num_rows).sum();
         let bad: usize = loaded.rejects.iter().map(RecordBatch::num_rows).sum();

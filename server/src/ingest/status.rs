@@ -6,17 +6,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use async_trait::async_trait;
 use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::catalog::Session;
-use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result;
-use datafusion::logical_expr::Expr;
-use datafusion::physical_plan::ExecutionPlan;
 
 /// One partition's figures.
 #[derive(Debug, Clone, Default)]
@@ -190,27 +185,6 @@ fn lag(s: &PartitionStatus) -> Option<i64> {
 }
 
 /// The `ingest_status` table.
-#[derive(Debug)]
-pub struct StatusTable(pub IngestStatus);
-
-#[async_trait]
-impl TableProvider for StatusTable {
-    fn schema(&self) -> SchemaRef {
-        Arc::clone(&SCHEMA)
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batch = self.0.batch()?;
-        super::live::memory_scan(vec![batch], self.schema(), projection)
-    }
+pub fn table(status: IngestStatus) -> super::live::SystemTable {
+    super::live::SystemTable::new(Arc::clone(&SCHEMA), move || status.batch())
 }

@@ -44,6 +44,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use crate::ingest::live::SystemTable;
 use crate::warehouse::Warehouse;
 use incremental::Inputs;
 use layers::{Layer, layered_table};
@@ -222,7 +223,7 @@ impl Materializer {
         });
         ctx.register_table(
             "index_snapshots",
-            Arc::new(SnapshotsTable(Arc::downgrade(&materializer))),
+            Arc::new(snapshots_table(Arc::downgrade(&materializer))),
         )?;
         Ok(materializer)
     }
@@ -627,30 +628,14 @@ pub fn snapshots_batch(snapshots: &[Snapshot]) -> Result<RecordBatch> {
 }
 
 /// `index_snapshots`: every kept snapshot of every view.
-#[derive(Debug)]
-struct SnapshotsTable(std::sync::Weak<Materializer>);
-
-#[async_trait]
-impl TableProvider for SnapshotsTable {
-    fn schema(&self) -> SchemaRef {
-        Arc::clone(&SNAPSHOTS_SCHEMA)
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let snapshots = self.0.upgrade().map(|m| m.snapshots()).unwrap_or_default();
-        let batch = snapshots_batch(&snapshots)?;
-        crate::ingest::live::memory_scan(vec![batch], self.schema(), projection)
-    }
+fn snapshots_table(materializer: std::sync::Weak<Materializer>) -> SystemTable {
+    SystemTable::new(Arc::clone(&SNAPSHOTS_SCHEMA), move || {
+        let snapshots = materializer
+            .upgrade()
+            .map(|m| m.snapshots())
+            .unwrap_or_default();
+        snapshots_batch(&snapshots)
+    })
 }
 
 /// Recognises `REFRESH INDEX <view> [FULL]` (case-insensitive, optional `;`):

@@ -618,7 +618,17 @@ pub async fn connect_when_listening(
 
 /// Polls `sql` until it prints `expected`, failing after 30 s with both tables.
 pub async fn eventually(client: &mut FlightSqlServiceClient<Channel>, sql: &str, expected: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    eventually_within(client, sql, expected, std::time::Duration::from_secs(30)).await;
+}
+
+/// [`eventually`] with its own time limit.
+pub async fn eventually_within(
+    client: &mut FlightSqlServiceClient<Channel>,
+    sql: &str,
+    expected: &str,
+    within: std::time::Duration,
+) {
+    let deadline = std::time::Instant::now() + within;
     loop {
         let got = table(&query(client, sql).await.expect("query"));
         if got == expected {

@@ -16,30 +16,21 @@ use object_store::ObjectStoreExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use recon_integration_tests::{
-    Broker, ReconProcess, S3Server, eventually, free_port, produce_events, query, recon_serve,
-    table,
+    Broker, COUNTS, ReconProcess, S3Server, counts, eventually, eventually_within, free_port,
+    produce_events, recon_serve,
 };
 use tonic::transport::Channel;
 
 const TOPIC: &str = "transactions_topic";
-const COUNTS: &str =
-    "SELECT count(*) AS n, count(DISTINCT (kafka_partition, kafka_offset)) AS d FROM transactions";
 
 async fn produce(broker: &Broker, from: usize, to: usize) {
     produce_events(&broker.producer(), TOPIC, from..to, |_| None).await;
 }
 
+/// Waits (up to 60 s: a broker restart is in the way) until `transactions`
+/// holds `n` events, each once.
 async fn wait_for(client: &mut FlightSqlServiceClient<Channel>, n: usize) {
-    let expected = format!("| {n} | {n} |");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let got = table(&query(client, COUNTS).await.unwrap());
-        if got.contains(&expected) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "expected {n} events, got\n{got}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually_within(client, COUNTS, &counts(n), Duration::from_secs(60)).await;
 }
 
 /// `recon serve` (the binary) with the warehouse on S3.

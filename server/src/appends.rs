@@ -94,6 +94,97 @@ fn conform_batch(schema: &SchemaRef, batch: &RecordBatch) -> Result<RecordBatch,
         .map_err(|e| AppendError::Invalid(e.to_string()))
 }
 
+/// The rules every stored ML signal meets, whichever way it arrives (`POST
+/// /ml_signals` or bulk ingest): `fraud_signal_id` and `transaction_id`
+/// present and not blank, `fraud_score` a number in [0, 1] (not NULL, not NaN),
+/// `inference_time` ISO-8601 when given. A missing `inference_time` becomes
+/// `received` (the time of receipt). `batch` is in the contract schema
+/// ([`conform`]); the first bad row is named (`signal 3: …`) when there are
+/// several.
+pub fn check_signals(
+    batch: &RecordBatch,
+    received: chrono::DateTime<chrono::Utc>,
+) -> Result<RecordBatch, AppendError> {
+    use datafusion::arrow::array::{Array, Float64Array, StringArray};
+    let text = |name: &str| {
+        batch
+            .column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .ok_or_else(|| {
+                AppendError::Invalid(format!("ml_fraud_signals has no text column {name}"))
+            })
+    };
+    let ids = text("fraud_signal_id")?;
+    let transactions = text("transaction_id")?;
+    let times = text("inference_time")?;
+    let scores = batch
+        .column_by_name("fraud_score")
+        .and_then(|c| c.as_any().downcast_ref::<Float64Array>())
+        .ok_or_else(|| AppendError::Invalid("ml_fraud_signals has no fraud_score".into()))?;
+    let several = batch.num_rows() > 1;
+    let at = |row: usize, reason: String| {
+        AppendError::Invalid(if several {
+            format!("signal {row}: {reason}")
+        } else {
+            reason
+        })
+    };
+    for row in 0..batch.num_rows() {
+        for (name, column) in [("fraud_signal_id", ids), ("transaction_id", transactions)] {
+            if column.is_null(row) {
+                return Err(at(row, format!("missing field `{name}`")));
+            }
+            if column.value(row).trim().is_empty() {
+                return Err(at(row, format!("{name} is empty")));
+            }
+        }
+        if scores.is_null(row) {
+            return Err(at(row, "missing field `fraud_score`".into()));
+        }
+        let score = scores.value(row);
+        if !(0.0..=1.0).contains(&score) {
+            return Err(at(row, format!("fraud_score {score} is outside [0, 1]")));
+        }
+        if times.is_valid(row) && !is_iso_8601(times.value(row)) {
+            return Err(at(
+                row,
+                format!(
+                    "inference_time {:?} is not an ISO-8601 date-time",
+                    times.value(row)
+                ),
+            ));
+        }
+    }
+    if times.null_count() == 0 {
+        return Ok(batch.clone());
+    }
+    let default_time = received.format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
+    let filled: StringArray = times
+        .iter()
+        .map(|t| Some(t.unwrap_or(&default_time)))
+        .collect();
+    let schema = batch.schema();
+    let columns = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, column)| {
+            if field.name() == "inference_time" {
+                Arc::new(filled.clone()) as ArrayRef
+            } else {
+                Arc::clone(column)
+            }
+        })
+        .collect();
+    RecordBatch::try_new(schema, columns).map_err(|e| AppendError::Invalid(e.to_string()))
+}
+
+/// An RFC 3339 date-time, or one without a zone (`2024-01-01T00:00:00.5`).
+pub fn is_iso_8601(text: &str) -> bool {
+    chrono::DateTime::parse_from_rfc3339(text).is_ok()
+        || text.parse::<chrono::NaiveDateTime>().is_ok()
+}
+
 /// Appends `batch` (already in the contract schema, see [`conform`]) to
 /// `table` as a new Parquet file; returns the rows written once they are on
 /// storage.

@@ -38,16 +38,23 @@ pub struct Config {
     pub rules: Rules,
 }
 
-/// Flight SQL authentication: Basic user/password in the handshake, then a
-/// Bearer token on every call. Off when `user` is unset, which is only allowed
-/// while `flight_addr` is a loopback address.
+/// Authentication (Flight SQL and HTTP): Basic user/password in the handshake
+/// (or on an HTTP request), then a Bearer token on every call. Off when no user
+/// is configured, which is only allowed while both listen addresses are
+/// loopback.
+///
+/// Users come from `[[auth.users]]` (name, argon2 `password_hash` from
+/// `recon hash-password`, role); the single `user`/`password` pair is one more
+/// user with the `admin` role.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Auth {
-    /// The one user name clients log in with; unset = no authentication.
+    /// A user name with the admin role (with `password`); unset = none.
     pub user: Option<String>,
-    /// That user's password.
+    /// That user's password, in clear.
     pub password: Option<String>,
+    /// Further users, each with a password hash and a role.
+    pub users: Vec<User>,
     /// How long a Bearer token stays valid, in seconds.
     pub token_ttl_secs: u64,
 }
@@ -57,8 +64,50 @@ impl Default for Auth {
         Self {
             user: None,
             password: None,
+            users: Vec::new(),
             token_ttl_secs: 24 * 3600,
         }
+    }
+}
+
+impl Auth {
+    /// Whether any user is configured (then every call needs credentials).
+    pub fn enabled(&self) -> bool {
+        self.user.is_some() || !self.users.is_empty()
+    }
+}
+
+/// One user of `[[auth.users]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// The login name.
+    pub name: String,
+    /// The password as an argon2 PHC string (`recon hash-password`).
+    pub password_hash: String,
+    /// What the user may do.
+    pub role: Role,
+}
+
+/// What a user may do; each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Queries and metadata.
+    Read,
+    /// Plus bulk ingest and `POST /ml_signals`.
+    Write,
+    /// Plus `REFRESH INDEX` and shared views (CREATE VIEW / DROP VIEW).
+    Admin,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Read => "read",
+            Role::Write => "write",
+            Role::Admin => "admin",
+        })
     }
 }
 
@@ -72,6 +121,14 @@ pub struct Limits {
     pub query_timeout_secs: u64,
     /// Queries running at once; more are refused with ResourceExhausted.
     pub max_concurrent_queries: usize,
+    /// Deepest expression nesting a statement may have (a `1+1+…` chain of n
+    /// terms nests n levels); deeper ones are refused with InvalidArgument.
+    pub max_expression_depth: usize,
+    /// Largest value (one string or array) a function may build, in MiB.
+    pub max_value_mb: u64,
+    /// Threads of the query runtime (queries and refreshes run there, apart
+    /// from the gRPC/HTTP runtime); 0 = one per core.
+    pub query_threads: usize,
 }
 
 impl Default for Limits {
@@ -80,6 +137,9 @@ impl Default for Limits {
             query_memory_mb: 4096,
             query_timeout_secs: 600,
             max_concurrent_queries: 32,
+            max_expression_depth: 5000,
+            max_value_mb: 64,
+            query_threads: 0,
         }
     }
 }
@@ -251,9 +311,14 @@ pub enum ConfigError {
     KafkaProperty(String),
     /// Listening beyond loopback needs a user and password.
     #[error(
-        "flight_addr {0} is not a loopback address: set auth.user and auth.password (--auth-user/--auth-password)"
+        "{0} is not a loopback address: listening on it (flight_addr or http_addr) needs auth.user and auth.password (--auth-user/--auth-password)"
     )]
     AuthRequired(SocketAddr),
+    /// A `password_hash` that is not a PHC string.
+    #[error(
+        "auth.users: the password_hash of {0:?} is not a PHC string: make one with `recon hash-password`"
+    )]
+    PasswordHash(String),
     /// A user without a password, or the other way round.
     #[error("auth.user and auth.password must be set together")]
     AuthIncomplete,
@@ -305,6 +370,15 @@ pub struct ConfigArgs {
     /// limits.max_concurrent_queries: queries running at once [default: 32].
     #[arg(long, env = "RECON_MAX_CONCURRENT_QUERIES", value_name = "N")]
     pub max_concurrent_queries: Option<usize>,
+    /// limits.max_expression_depth: deepest expression nesting a statement may have [default: 5000].
+    #[arg(long, env = "RECON_MAX_EXPRESSION_DEPTH", value_name = "N")]
+    pub max_expression_depth: Option<usize>,
+    /// limits.max_value_mb: largest value a function may build [default: 64].
+    #[arg(long, env = "RECON_MAX_VALUE_MB", value_name = "MIB")]
+    pub max_value_mb: Option<u64>,
+    /// limits.query_threads: threads running queries, 0 = one per core [default: 0].
+    #[arg(long, env = "RECON_QUERY_THREADS", value_name = "N")]
+    pub query_threads: Option<usize>,
     /// tls.cert: PEM certificate chain; with --tls-key turns TLS on.
     #[arg(long, env = "RECON_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
@@ -436,6 +510,12 @@ impl ConfigArgs {
             &mut config.limits.max_concurrent_queries,
             a.max_concurrent_queries,
         );
+        set(
+            &mut config.limits.max_expression_depth,
+            a.max_expression_depth,
+        );
+        set(&mut config.limits.max_value_mb, a.max_value_mb);
+        set(&mut config.limits.query_threads, a.query_threads);
         if a.tls_cert.is_some() {
             config.tls.cert = a.tls_cert;
         }
@@ -516,8 +596,15 @@ impl Config {
         if self.auth.user.is_some() != self.auth.password.is_some() {
             return Err(ConfigError::AuthIncomplete);
         }
-        if self.auth.user.is_none() && !self.flight_addr.ip().is_loopback() {
-            return Err(ConfigError::AuthRequired(self.flight_addr));
+        for user in &self.auth.users {
+            if argon2::PasswordHash::new(&user.password_hash).is_err() {
+                return Err(ConfigError::PasswordHash(user.name.clone()));
+            }
+        }
+        for addr in [self.flight_addr, self.http_addr] {
+            if !self.auth.enabled() && !addr.ip().is_loopback() {
+                return Err(ConfigError::AuthRequired(addr));
+            }
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::TlsIncomplete);
@@ -685,6 +772,8 @@ mod tests {
         let err = parse(&["--flight-addr", "0.0.0.0:50051"])
             .load()
             .unwrap_err();
+        assert!(matches!(err, ConfigError::AuthRequired(_)), "{err}");
+        let err = parse(&["--http-addr", "0.0.0.0:8080"]).load().unwrap_err();
         assert!(matches!(err, ConfigError::AuthRequired(_)), "{err}");
         let c = parse(&[
             "--flight-addr",

@@ -15,9 +15,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -25,10 +25,10 @@ use axum::routing::get;
 use datafusion::arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray};
 use serde::Deserialize;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::appends;
-use crate::flight::auth::Authenticator;
+use crate::flight::auth::{Authenticator, Identity, Role};
 use crate::flight::queries::QueryEngine;
 use crate::ingest::status::IngestStatus;
 use crate::snapshots::Materializer;
@@ -67,23 +67,145 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
-/// Binds `addr` and serves the routes until `stop` turns true.
+/// How long a connection may take to send a request's headers; it is also how
+/// long an idle keep-alive connection stays open.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request may take to send its body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a TLS handshake may take.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 512;
+
+/// Binds `addr` and serves the routes (over TLS when `tls` is set) until
+/// `stop` turns true.
 pub async fn serve(
     addr: SocketAddr,
     state: HttpState,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    info!(http_addr = %bound, "HTTP listening");
-    let task = tokio::spawn(
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .into_future(),
-    );
+    info!(http_addr = %bound, tls = tls.is_some(), "HTTP listening");
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+    let task = tokio::spawn(accept_loop(listener, router(state), tls, stop));
     Ok((bound, task))
+}
+
+/// Accepts connections while there is room, backing off when accepting fails
+/// (out of file descriptors), and lets running requests finish at shutdown.
+async fn accept_loop(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    let mut backoff = crate::serve::AcceptBackoff::default();
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&slots).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = until_stopped(&mut stop) => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => {
+                    backoff.reset();
+                    accepted
+                }
+                Err(e) => {
+                    backoff.wait("HTTP", &e).await;
+                    continue;
+                }
+            },
+            () = until_stopped(&mut stop) => break,
+        };
+        let (app, tls, stop) = (app.clone(), tls.clone(), stop.clone());
+        connections.spawn(async move {
+            let _permit = permit;
+            let _ = stream.set_nodelay(true);
+            match tls {
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => serve_connection(stream, peer, app, stop).await,
+                        Ok(Err(e)) => debug!(%peer, error = %e, "HTTP TLS handshake failed"),
+                        Err(_) => debug!(%peer, "HTTP TLS handshake timed out"),
+                    }
+                }
+                None => serve_connection(stream, peer, app, stop).await,
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// Serves one HTTP/1.1 connection with the header timeout; at shutdown it
+/// finishes the request in flight and closes.
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    app: Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            let mut app = app.clone();
+            async move { tower::Service::call(&mut app, request.map(axum::body::Body::new)).await }
+        });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                debug!(%peer, error = %e, "HTTP connection ended");
+            }
+        }
+        () = until_stopped(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn until_stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// The caller's address, when the connection recorded it.
+#[derive(Debug, Clone, Copy)]
+struct Peer(Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
+    }
 }
 
 /// A JSON error body `{"error": "..."}` with `status`.
@@ -92,18 +214,29 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn authorize(state: &HttpState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+/// Checks the caller's credentials and that their role is at least `role`.
+async fn authorize(
+    state: &HttpState,
+    peer: Peer,
+    headers: &HeaderMap,
+    role: Role,
+    what: &str,
+) -> Result<Identity, Box<Response>> {
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    state.auth.check(header).map_err(|status| {
+    let identity = state.auth.check(peer.0, header).await.map_err(|status| {
         let mut response = error(StatusCode::UNAUTHORIZED, status.message());
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Basic realm=\"recon\""),
         );
         Box::new(response)
-    })
+    })?;
+    identity
+        .require(role, what)
+        .map_err(|status| Box::new(error(StatusCode::FORBIDDEN, status.message())))?;
+    Ok(identity)
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -116,6 +249,7 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         ingest: state.ingest.as_ref(),
         materializer: &state.materializer,
         signals_accepted: state.signals_accepted.load(Ordering::Relaxed),
+        failed_logins: state.auth.failed_logins(),
     });
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
@@ -133,10 +267,35 @@ struct SignalIn {
     inference_time: Option<String>,
 }
 
-async fn post_signals(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
+async fn post_signals(
+    State(state): State<HttpState>,
+    peer: Peer,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    if let Err(denied) = authorize(&state, peer, &headers, Role::Write, "POST /ml_signals").await {
         return *denied;
     }
+    let body = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES))
+        .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("cannot read the body (at most {MAX_BODY_BYTES} bytes): {e}"),
+            );
+        }
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            );
+        }
+    };
     let batch = match decode_signals(&body, chrono::Utc::now()) {
         Ok(batch) => batch,
         Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
@@ -176,7 +335,6 @@ pub fn decode_signals(
         _ => return Err("expected a JSON object or an array of objects".into()),
     };
     let single = items.len() == 1;
-    let default_time = received.format("%Y-%m-%dT%H:%M:%S%.6f").to_string();
     let mut signals = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let at = |reason: String| {
@@ -187,7 +345,6 @@ pub fn decode_signals(
             }
         };
         let signal: SignalIn = serde_json::from_value(item).map_err(|e| at(e.to_string()))?;
-        check(&signal).map_err(at)?;
         signals.push(signal);
     }
     let text = |f: &dyn Fn(&SignalIn) -> Option<&str>| -> ArrayRef {
@@ -200,47 +357,16 @@ pub fn decode_signals(
             signals.iter().map(|s| s.fraud_score),
         )),
         text(&|s| s.model_version.as_deref()),
-        Arc::new(
-            signals
-                .iter()
-                .map(|s| Some(s.inference_time.as_deref().unwrap_or(&default_time)))
-                .collect::<StringArray>(),
-        ),
+        text(&|s| s.inference_time.as_deref()),
     ];
     let schema = batch_schema(SIGNALS_TABLE).ok_or("no contract schema for ml_fraud_signals")?;
-    RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
+    let batch = RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())?;
+    // The same rules as bulk ingest.
+    appends::check_signals(&batch, received).map_err(|e| e.to_string())
 }
 
-fn check(signal: &SignalIn) -> Result<(), String> {
-    for (name, value) in [
-        ("fraud_signal_id", &signal.fraud_signal_id),
-        ("transaction_id", &signal.transaction_id),
-    ] {
-        if value.trim().is_empty() {
-            return Err(format!("{name} is empty"));
-        }
-    }
-    if !(0.0..=1.0).contains(&signal.fraud_score) {
-        return Err(format!(
-            "fraud_score {} is outside [0, 1]",
-            signal.fraud_score
-        ));
-    }
-    if let Some(time) = signal.inference_time.as_ref().filter(|t| !is_iso_8601(t)) {
-        return Err(format!(
-            "inference_time {time:?} is not an ISO-8601 date-time"
-        ));
-    }
-    Ok(())
-}
-
-fn is_iso_8601(text: &str) -> bool {
-    chrono::DateTime::parse_from_rfc3339(text).is_ok()
-        || text.parse::<chrono::NaiveDateTime>().is_ok()
-}
-
-async fn get_signals(State(state): State<HttpState>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&state, &headers) {
+async fn get_signals(State(state): State<HttpState>, peer: Peer, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&state, peer, &headers, Role::Read, "GET /ml_signals").await {
         return *denied;
     }
     match signals_json(&state.engine).await {
@@ -255,12 +381,17 @@ async fn get_signals(State(state): State<HttpState>, headers: HeaderMap) -> Resp
 
 /// Every stored signal as a JSON array of objects, NULLs written as `null`.
 async fn signals_json(engine: &QueryEngine) -> datafusion::error::Result<Vec<u8>> {
+    let ctx = engine.context().clone();
     let batches = engine
-        .context()
-        .sql("SELECT fraud_signal_id, transaction_id, fraud_score, model_version, inference_time FROM ml_fraud_signals")
-        .await?
-        .collect()
-        .await?;
+        .runtime()
+        .run(async move {
+            ctx.sql("SELECT fraud_signal_id, transaction_id, fraud_score, model_version, inference_time FROM ml_fraud_signals")
+                .await?
+                .collect()
+                .await
+        })
+        .await
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
     let mut writer = arrow_json::WriterBuilder::new()
         .with_explicit_nulls(true)
         .build::<_, arrow_json::writer::JsonArray>(Vec::new());

@@ -9,6 +9,9 @@
 //! - [`tables`]: the batch tables' contract schemas and listing tables.
 //! - [`table_cache`]: in-memory copies of batch tables, refreshed when files change.
 //! - [`flight`]: the Arrow Flight SQL service.
+//! - [`policy`]: what a client statement may do (depth, no writes, reserved names).
+//! - [`query_runtime`]: the thread pool queries run on, apart from gRPC/HTTP.
+//! - [`value_limits`]: a ceiling on the values functions build.
 //! - [`ingest`]: Kafka → the live `transactions` tables.
 //! - [`indexes`]: the `batch_index`, `final_index`, `merchant_daily_kpi` views.
 //! - [`snapshots`]: their materialised Parquet snapshots (`<view>_snapshot`).
@@ -24,13 +27,19 @@ pub mod http;
 pub mod indexes;
 pub mod ingest;
 pub mod metrics;
+pub mod policy;
+pub mod query_runtime;
 pub mod serve;
 pub mod snapshots;
 pub mod table_cache;
 pub mod tables;
+pub mod value_limits;
 pub mod warehouse;
 
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use std::sync::Arc;
+
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use recon_udfs::{InvalidRules, Rules};
 
@@ -41,12 +50,24 @@ use crate::warehouse::Warehouse;
 /// configured with `rules`.
 pub fn session_context(rules: &Rules) -> Result<SessionContext, InvalidRules> {
     rules.validate()?;
+    let ctx = new_context(Arc::new(RuntimeEnv::default()));
+    recon_udfs::register_all(&ctx, rules);
+    Ok(ctx)
+}
+
+/// DataFusion's defaults, catalog `recon.public`, the information schema, and
+/// joins that yield to the scheduler ([`query_runtime::YieldingJoins`]).
+fn new_context(runtime: Arc<RuntimeEnv>) -> SessionContext {
     let config = SessionConfig::new()
         .with_default_catalog_and_schema("recon", "public")
         .with_information_schema(true);
-    let ctx = SessionContext::new_with_config(config);
-    recon_udfs::register_all(&ctx, rules);
-    Ok(ctx)
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(query_runtime::YieldingJoins))
+        .build();
+    SessionContext::new_with_state(state)
 }
 
 /// The server's session: [`session_context`]'s functions, plus the warehouse's
@@ -57,10 +78,7 @@ pub fn catalog_context(
     rules: &Rules,
     warehouse: &Warehouse,
     cache: &table_cache::CacheBudget,
-) -> datafusion::error::Result<(
-    SessionContext,
-    Vec<std::sync::Arc<table_cache::CachedTable>>,
-)> {
+) -> datafusion::error::Result<(SessionContext, Vec<Arc<table_cache::CachedTable>>)> {
     rules
         .validate()
         .map_err(|e| datafusion::error::DataFusionError::Configuration(e.to_string()))?;
@@ -68,10 +86,7 @@ pub fn catalog_context(
         .with_object_list_cache_limit(0)
         .build_arc()?;
     warehouse.register(&runtime);
-    let config = SessionConfig::new()
-        .with_default_catalog_and_schema("recon", "public")
-        .with_information_schema(true);
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    let ctx = new_context(runtime);
     recon_udfs::register_all(&ctx, rules);
     let tables = tables::register_batch_tables(&ctx, warehouse, cache)?;
     Ok((ctx, tables))

@@ -64,6 +64,8 @@ pub struct Sources<'a> {
     pub materializer: &'a Materializer,
     /// ML signals accepted over HTTP and bulk ingest.
     pub signals_accepted: u64,
+    /// Failed logins (Flight SQL and HTTP).
+    pub failed_logins: u64,
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
@@ -176,6 +178,13 @@ pub fn render(sources: &Sources<'_>) -> String {
         "counter",
         "ML fraud signals stored.",
         sources.signals_accepted,
+    );
+    metric(
+        &mut out,
+        "recon_auth_failures_total",
+        "counter",
+        "Failed logins: wrong user or password, or refused while the peer must wait.",
+        sources.failed_logins,
     );
     out
 }

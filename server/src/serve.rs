@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 
@@ -93,7 +92,7 @@ pub async fn build_engine(config: &Config) -> anyhow::Result<Engine> {
     )
     .await?;
     Ok(Engine {
-        queries: QueryEngine::new(ctx, config.limits.clone())
+        queries: QueryEngine::new(ctx, config.limits.clone())?
             .with_materializer(Arc::clone(&materializer)),
         ingest_tables,
         warehouse,
@@ -109,11 +108,8 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         warehouse,
         materializer,
     } = build_engine(config).await?;
-    let credentials = config.auth.user.clone().zip(config.auth.password.clone());
-    let auth = Arc::new(Authenticator::new(
-        credentials,
-        Duration::from_secs(config.auth.token_ttl_secs),
-    ));
+    let auth = Arc::new(Authenticator::new(&config.auth));
+    let query_runtime = Arc::clone(engine.runtime());
     let signals_accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let http_state = HttpState {
         engine: engine.clone(),
@@ -137,15 +133,13 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         warehouse: warehouse.clone(),
         signals_accepted: Arc::clone(&signals_accepted),
     });
-    let flight = FlightServiceServer::new(service)
+    let flight = FlightServiceServer::new(crate::flight::guard::Guarded(service))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
     let listener = TcpListener::bind(config.flight_addr).await?;
     let flight_addr = listener.local_addr()?;
-    // No Nagle: small replies (FlightInfo, first batches) go out at once instead
-    // of waiting for the peer's delayed ACK (~40 ms).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = incoming(listener);
     let mut builder = Server::builder();
     if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
         let identity = Identity::from_pem(std::fs::read(cert)?, std::fs::read(key)?);
@@ -185,11 +179,19 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
             None
         }
     };
-    let (http_addr, http) =
-        crate::http::serve(config.http_addr, http_state, shutdown.subscribe()).await?;
+    let (http_addr, http) = crate::http::serve(
+        config.http_addr,
+        http_state,
+        http_tls(config)?,
+        shutdown.subscribe(),
+    )
+    .await?;
     if config.indexes.refresh_interval_secs > 0 {
         let every = Duration::from_secs(config.indexes.refresh_interval_secs);
-        tokio::spawn(Arc::clone(&materializer).run_schedule(every, shutdown.subscribe()));
+        // Refreshes are queries: they run on the query runtime.
+        query_runtime
+            .handle()
+            .spawn(Arc::clone(&materializer).run_schedule(every, shutdown.subscribe()));
     }
     let task = tokio::spawn(async move {
         router
@@ -215,6 +217,84 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         shutdown,
         task,
     })
+}
+
+/// Accepted Flight SQL connections. Accepting fails when the process is out of
+/// file descriptors; then the loop waits (backing off) instead of retrying at
+/// once and spinning a core.
+fn incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(
+        (listener, AcceptBackoff::default()),
+        |(listener, mut backoff)| async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        backoff.reset();
+                        // No Nagle: small replies (FlightInfo, first batches) go
+                        // out at once instead of waiting for the peer's delayed
+                        // ACK (~40 ms).
+                        let _ = stream.set_nodelay(true);
+                        return Some((Ok(stream), (listener, backoff)));
+                    }
+                    Err(e) => backoff.wait("Flight SQL", &e).await,
+                }
+            }
+        },
+    )
+}
+
+/// The wait after a failed accept: 5 ms, doubling up to 1 s, reset by a
+/// successful one.
+#[derive(Debug)]
+pub struct AcceptBackoff {
+    delay: Duration,
+}
+
+impl Default for AcceptBackoff {
+    fn default() -> Self {
+        Self { delay: Self::FIRST }
+    }
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const LONGEST: Duration = Duration::from_secs(1);
+
+    /// After a successful accept.
+    pub fn reset(&mut self) {
+        self.delay = Self::FIRST;
+    }
+
+    /// Logs the failure and waits before the next attempt.
+    pub async fn wait(&mut self, listener: &str, error: &std::io::Error) {
+        warn!(listener, %error, delay_ms = self.delay.as_millis() as u64, "accepting a connection failed (out of file descriptors?); waiting");
+        tokio::time::sleep(self.delay).await;
+        self.delay = (self.delay * 2).min(Self::LONGEST);
+    }
+}
+
+/// The rustls configuration of the HTTP port: the Flight certificate and key,
+/// when TLS is configured.
+fn http_tls(config: &Config) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) else {
+        return Ok(None);
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("tls.cert {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| anyhow::anyhow!("tls.key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(tls)))
 }
 
 /// Runs the server until SIGINT or SIGTERM.

@@ -562,6 +562,16 @@ impl ReconProcess {
         .await
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the server is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Kills the server with SIGKILL.
     pub fn kill_9(mut self) {
         let _ = self.child.kill();

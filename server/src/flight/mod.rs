@@ -6,10 +6,13 @@
 //! - [`sql_info`]: GetSqlInfo and GetXdbcTypeInfo tables.
 //! - [`auth`]: Basic → Bearer handshake and the token check on every call.
 //! - [`error`]: DataFusion errors → gRPC status codes.
+//! - [`guard`]: the router as clients reach it (undecodable commands are
+//!   InvalidArgument).
 
 pub mod auth;
 pub mod catalog_info;
 pub mod error;
+pub mod guard;
 pub mod queries;
 pub mod service;
 pub mod sql_info;

@@ -7,11 +7,17 @@
 //! - GetFlightInfo plans the query and keeps the plan under a random id for
 //!   [`PENDING_TTL`]; the ticket carries that id (and the SQL, so a ticket can be
 //!   redeemed again after the plan expired).
+//! - Every statement is checked by the [`StatementPolicy`] (expression depth,
+//!   no writes or DDL anywhere in the plan, built-in names reserved) and planned
+//!   on the [`QueryRuntime`], never on the threads that answer gRPC and HTTP.
 //! - DoGet takes a slot (at most `max_concurrent_queries` run at once, others get
 //!   ResourceExhausted), builds a physical plan in a session of its own with a
-//!   per-query memory pool, and streams batches as they are produced. The stream
-//!   stops at the query timeout, on CancelFlightInfo/CancelQuery, or when the
-//!   client goes away (dropping the stream drops the DataFusion tasks).
+//!   per-query memory pool, and runs it in a task on the query runtime that
+//!   hands batches to the response stream through a small channel. The task
+//!   ends, and gives its slot back, at the query timeout (counted from the
+//!   start, also while a client has stopped reading), on
+//!   CancelFlightInfo/CancelQuery, or when the client goes away (dropping the
+//!   response stream aborts the task and with it the DataFusion tasks).
 //! - One log line per query when its stream ends: id, duration, rows, bytes, outcome.
 
 use std::collections::HashMap;
@@ -30,20 +36,23 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
-use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Expr, Value, visit_expressions_mut};
 use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tracing::{info, warn};
 
 use super::error::status_from_datafusion;
 use crate::config::Limits;
+pub use crate::policy::StatementKind;
+use crate::policy::StatementPolicy;
+use crate::query_runtime::{AbortOnDrop, QueryRuntime, TaskFailed};
 use crate::snapshots::Materializer;
 
 /// How long a plan made by GetFlightInfo waits for its DoGet.
@@ -73,18 +82,6 @@ impl TicketHandle {
         serde_json::from_slice(bytes)
             .map_err(|e| Status::invalid_argument(format!("invalid ticket: {e}")))
     }
-}
-
-/// Whether a statement reads (a query) or changes the session (an update).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatementKind {
-    /// SELECT, VALUES, SHOW, EXPLAIN, …: returns rows.
-    Query,
-    /// CREATE VIEW / DROP VIEW: returns a row count.
-    Update,
-    /// REFRESH INDEX: runs as an update (row count = rows written) or as a
-    /// query (one row describing the new snapshot).
-    Refresh,
 }
 
 /// A prepared statement: its SQL, its plan with placeholders, and the
@@ -119,6 +116,8 @@ struct PendingEntry(Box<LogicalPlan>, Instant);
 pub struct QueryEngine {
     ctx: SessionContext,
     limits: Limits,
+    runtime: Arc<QueryRuntime>,
+    policy: Arc<StatementPolicy>,
     slots: Arc<Semaphore>,
     registry: Arc<Mutex<Registry>>,
     stats: Arc<EngineStats>,
@@ -152,17 +151,46 @@ pub fn new_id() -> String {
 }
 
 impl QueryEngine {
-    /// An engine over `ctx` with `limits`.
-    pub fn new(ctx: SessionContext, limits: Limits) -> Self {
+    /// An engine over `ctx` with `limits`, running queries on a runtime of its
+    /// own. Every table registered in `ctx` now is reserved (built in).
+    pub fn new(ctx: SessionContext, limits: Limits) -> std::io::Result<Self> {
         let slots = Arc::new(Semaphore::new(limits.max_concurrent_queries));
-        Self {
+        let runtime = QueryRuntime::new(limits.query_threads)?;
+        let mib = |m: u64| usize::try_from(m.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        let max_value = mib(limits.max_value_mb);
+        let max_call = match limits.query_memory_mb {
+            0 => usize::MAX,
+            m => mib(m),
+        };
+        crate::value_limits::register(&ctx, max_value, max_call);
+        let policy = Arc::new(StatementPolicy::new(&ctx, limits.max_expression_depth));
+        Ok(Self {
             ctx,
             limits,
+            runtime,
+            policy,
             slots,
             registry: Arc::default(),
             stats: Arc::default(),
             materializer: None,
-        }
+        })
+    }
+
+    /// The runtime queries execute on.
+    pub fn runtime(&self) -> &Arc<QueryRuntime> {
+        &self.runtime
+    }
+
+    /// Runs `work` on the query runtime; a panic in it is an Internal error.
+    async fn on_runtime<T, F>(&self, work: F) -> Result<T, Status>
+    where
+        F: std::future::Future<Output = Result<T, Status>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.runtime
+            .run(work)
+            .await
+            .unwrap_or_else(|e| Err(task_failed(&e)))
     }
 
     /// Lets `REFRESH INDEX` statements refresh snapshots through `materializer`.
@@ -193,7 +221,11 @@ impl QueryEngine {
     /// Parses and plans one statement; `?` placeholders become `$1, $2, …`.
     /// A refused statement is logged (and counted) here, as its query line.
     pub async fn plan(&self, sql: &str) -> Result<(LogicalPlan, StatementKind), Status> {
-        let result = self.plan_inner(sql).await;
+        let engine = self.clone();
+        let owned = sql.to_owned();
+        let result = self
+            .on_runtime(async move { engine.plan_inner(&owned).await })
+            .await;
         if let Err(status) = &result {
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
             warn!(code = ?status.code(), error = %status.message(), sql = %preview(sql), "query refused");
@@ -217,12 +249,13 @@ impl QueryEngine {
         let mut statement = state
             .sql_to_statement(sql, &dialect)
             .map_err(|e| status_from_datafusion(&e))?;
+        self.policy.check_depth(&statement).map_err(refused)?;
         number_question_marks(&mut statement);
         let plan = state
             .statement_to_plan(statement)
             .await
             .map_err(|e| status_from_datafusion(&e))?;
-        let kind = classify(&plan)?;
+        let kind = self.policy.check_plan(&plan).map_err(refused)?;
         Ok((plan, kind))
     }
 
@@ -246,8 +279,13 @@ impl QueryEngine {
         (TicketHandle { id, sql }, schema)
     }
 
-    /// The plan a ticket refers to: the kept one, or the SQL planned again.
-    pub async fn redeem(&self, handle: &TicketHandle) -> Result<LogicalPlan, Status> {
+    /// The plan a ticket refers to: the kept one (checked when it was
+    /// planned), or the SQL planned again and checked by `permit`.
+    pub async fn redeem(
+        &self,
+        handle: &TicketHandle,
+        permit: impl FnOnce(StatementKind) -> Result<(), Status>,
+    ) -> Result<LogicalPlan, Status> {
         let kept = self.registry().pending.remove(&handle.id);
         if let Some(PendingEntry(plan, _)) = kept {
             return Ok(*plan);
@@ -256,6 +294,7 @@ impl QueryEngine {
             Some(sql) => {
                 let (plan, kind) = self.plan(sql).await?;
                 require_query(kind)?;
+                permit(kind)?;
                 Ok(plan)
             }
             None => Err(Status::not_found(
@@ -285,17 +324,23 @@ impl QueryEngine {
         if self.registry().cancelled.remove(&id).is_some() {
             return Err(Status::cancelled("query was cancelled"));
         }
+        let started = Instant::now();
         let schema = flight_schema(plan.schema().as_arrow());
+        let engine = self.clone();
         let stream = self
-            .execute(plan)
-            .await
-            .map_err(|e| status_from_datafusion(&e))?;
+            .on_runtime(async move {
+                engine
+                    .execute(plan)
+                    .await
+                    .map_err(|e| status_from_datafusion(&e))
+            })
+            .await?;
         let token = CancellationToken::new();
         self.registry().running.insert(id.clone(), token.clone());
         let log = Arc::new(QueryLog {
             id: id.clone(),
             sql: preview(sql),
-            started: Instant::now(),
+            started,
             rows: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             outcome: Mutex::new(None),
@@ -304,16 +349,25 @@ impl QueryEngine {
         });
         let timeout = (self.limits.query_timeout_secs > 0)
             .then(|| Duration::from_secs(self.limits.query_timeout_secs));
+        let (sender, receiver) = mpsc::channel(2);
+        let ended = Arc::new(Mutex::new(None));
+        let producer = self.runtime.spawn(produce(Producer {
+            stream,
+            sender,
+            token,
+            deadline: timeout.map(|t| (tokio::time::Instant::from_std(started) + t, t)),
+            log: Arc::clone(&log),
+            ended: Arc::clone(&ended),
+            _permit: permit,
+        }));
         Ok(QueryRun {
             schema,
             batches: LimitedStream {
-                inner: stream,
-                cancelled: Box::pin(token.cancelled_owned()),
-                deadline: timeout.map(|t| Box::pin(tokio::time::sleep(t))),
-                timeout,
+                receiver,
+                ended,
                 log: Arc::clone(&log),
                 done: false,
-                _permit: permit,
+                _producer: producer,
             },
             log,
         })
@@ -346,14 +400,17 @@ impl QueryEngine {
     /// Runs an update statement (CREATE VIEW / DROP VIEW, REFRESH INDEX) and
     /// returns its row count (rows written for a refresh, else 0).
     pub async fn update(&self, plan: LogicalPlan, kind: StatementKind) -> Result<i64, Status> {
+        let ctx = self.ctx.clone();
         let batches = self
-            .ctx
-            .execute_logical_plan(plan)
-            .await
-            .map_err(|e| status_from_datafusion(&e))?
-            .collect()
-            .await
-            .map_err(|e| status_from_datafusion(&e))?;
+            .on_runtime(async move {
+                ctx.execute_logical_plan(plan)
+                    .await
+                    .map_err(|e| status_from_datafusion(&e))?
+                    .collect()
+                    .await
+                    .map_err(|e| status_from_datafusion(&e))
+            })
+            .await?;
         Ok(if kind == StatementKind::Refresh {
             crate::snapshots::refreshed_rows(&batches)
         } else {
@@ -383,7 +440,12 @@ impl QueryEngine {
     /// Creates a prepared statement and returns its handle.
     pub async fn prepare(&self, sql: &str) -> Result<(String, Prepared), Status> {
         let (plan, kind) = self.plan(sql).await?;
-        let parameter_schema = parameter_schema(&plan).map_err(|e| status_from_datafusion(&e))?;
+        let (plan, parameter_schema) = self
+            .on_runtime(async move {
+                let schema = parameter_schema(&plan).map_err(|e| status_from_datafusion(&e))?;
+                Ok((plan, schema))
+            })
+            .await?;
         let prepared = Prepared {
             sql: sql.to_owned(),
             plan,
@@ -528,25 +590,15 @@ fn parameter_rows(
     Ok(rows)
 }
 
-/// Query or update; anything else is refused with a clear message.
-fn classify(plan: &LogicalPlan) -> Result<StatementKind, Status> {
-    match plan {
-        LogicalPlan::Ddl(DdlStatement::CreateView(_) | DdlStatement::DropView(_)) => {
-            Ok(StatementKind::Update)
-        }
-        LogicalPlan::Ddl(ddl) => Err(Status::invalid_argument(format!(
-            "{} is not supported: the catalog is managed by the server (CREATE VIEW and DROP VIEW are)",
-            ddl.name()
-        ))),
-        LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => Err(Status::invalid_argument(
-            "tables are read-only over SQL: data arrives through Kafka, the HTTP API or bulk ingest",
-        )),
-        LogicalPlan::Statement(s) => Err(Status::invalid_argument(format!(
-            "{} statements are not supported",
-            s.name()
-        ))),
-        _ => Ok(StatementKind::Query),
-    }
+/// A statement the policy refused: the client's doing.
+fn refused(reason: crate::policy::Refused) -> Status {
+    Status::invalid_argument(reason.to_string())
+}
+
+/// A query task that panicked: logged, and Internal for the client.
+fn task_failed(e: &TaskFailed) -> Status {
+    warn!(error = %e, "query task failed");
+    Status::internal(e.to_string())
 }
 
 /// Renames JDBC/ADBC `?` placeholders to DataFusion's positional `$1, $2, …`.
@@ -655,15 +707,71 @@ pub struct QueryRun {
     pub log: Arc<QueryLog>,
 }
 
-/// The batch stream of one query under its timeout and cancellation token.
+/// What the query task needs: the DataFusion stream, where to send its
+/// batches, and what ends it early.
+struct Producer {
+    stream: SendableRecordBatchStream,
+    sender: mpsc::Sender<RecordBatch>,
+    token: CancellationToken,
+    deadline: Option<(tokio::time::Instant, Duration)>,
+    log: Arc<QueryLog>,
+    ended: Arc<Mutex<Option<Status>>>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// The query task: polls the plan on the query runtime and forwards batches
+/// until the plan ends, fails, is cancelled or times out. Its end releases the
+/// slot and drops the DataFusion stream (stopping the plan's own tasks), even
+/// while the client has stopped reading.
+async fn produce(mut p: Producer) {
+    let forward = async {
+        while let Some(batch) = p.stream.next().await {
+            let batch = batch.map_err(|e| status_from_datafusion(&e))?;
+            p.log
+                .rows
+                .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            if p.sender.send(batch).await.is_err() {
+                return Err(Status::cancelled("client went away"));
+            }
+        }
+        Ok(())
+    };
+    let deadline = async {
+        match p.deadline {
+            Some((at, _)) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        result = forward => result,
+        () = p.token.cancelled() => Err(Status::cancelled("query cancelled")),
+        () = deadline => {
+            let secs = p.deadline.map_or(0, |(_, t)| t.as_secs());
+            Err(Status::deadline_exceeded(format!("query timed out after {secs} s")))
+        }
+    };
+    match outcome {
+        Ok(()) => p.log.finish("ok"),
+        Err(status) => {
+            let label = match status.code() {
+                tonic::Code::Cancelled => "cancelled".to_owned(),
+                tonic::Code::DeadlineExceeded => "timeout".to_owned(),
+                _ => format!("error: {}", status.message()),
+            };
+            p.log.finish(&label);
+            *p.ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+        }
+    }
+}
+
+/// The batch stream of one query, fed by its task on the query runtime.
+/// Dropping it aborts the task.
 pub struct LimitedStream {
-    inner: SendableRecordBatchStream,
-    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
-    timeout: Option<Duration>,
+    receiver: mpsc::Receiver<RecordBatch>,
+    ended: Arc<Mutex<Option<Status>>>,
     log: Arc<QueryLog>,
     done: bool,
-    _permit: OwnedSemaphorePermit,
+    _producer: AbortOnDrop<()>,
 }
 
 impl std::fmt::Debug for LimitedStream {
@@ -675,10 +783,8 @@ impl std::fmt::Debug for LimitedStream {
 }
 
 impl LimitedStream {
-    fn end(&mut self, outcome: &str, status: Status) -> Poll<Option<Result<RecordBatch, Status>>> {
-        self.done = true;
-        self.log.finish(outcome);
-        Poll::Ready(Some(Err(status)))
+    fn take_error(&self) -> Option<Status> {
+        self.ended.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
@@ -689,34 +795,18 @@ impl Stream for LimitedStream {
         if self.done {
             return Poll::Ready(None);
         }
-        if self.cancelled.as_mut().poll(cx).is_ready() {
-            return self.end("cancelled", Status::cancelled("query cancelled"));
+        // An error (cancel, timeout) ends the stream at once, before batches
+        // still buffered.
+        if let Some(status) = self.take_error() {
+            self.done = true;
+            return Poll::Ready(Some(Err(status)));
         }
-        if let Some(deadline) = self.deadline.as_mut()
-            && deadline.as_mut().poll(cx).is_ready()
-        {
-            let secs = self.timeout.map_or(0, |t| t.as_secs());
-            return self.end(
-                "timeout",
-                Status::deadline_exceeded(format!("query timed out after {secs} s")),
-            );
-        }
-        match self.inner.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(batch))) => {
-                self.log
-                    .rows
-                    .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                Poll::Ready(Some(Ok(batch)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                let status = status_from_datafusion(&e);
-                let outcome = format!("error: {}", status.message());
-                self.end(&outcome, status)
-            }
+        match self.receiver.poll_recv(cx) {
+            Poll::Ready(Some(batch)) => Poll::Ready(Some(Ok(batch))),
             Poll::Ready(None) => {
                 self.done = true;
-                self.log.finish("ok");
-                Poll::Ready(None)
+                // The task is gone: it either finished or left its error.
+                Poll::Ready(self.take_error().map(Err))
             }
             Poll::Pending => Poll::Pending,
         }
@@ -732,7 +822,7 @@ mod tests {
         ctx.sql("CREATE TABLE t(a INT, b VARCHAR) AS VALUES (1, 'x'), (2, 'y'), (3, 'z')")
             .await
             .unwrap();
-        QueryEngine::new(ctx, limits)
+        QueryEngine::new(ctx, limits).unwrap()
     }
 
     async fn collect(run: QueryRun) -> Result<usize, Status> {
@@ -787,12 +877,25 @@ mod tests {
             ..Limits::default()
         };
         let e = engine(limits).await;
+        let (slow, _) = e
+            .plan("SELECT count(*) FROM generate_series(1, 10000000000)")
+            .await
+            .unwrap();
         let (plan, _) = e.plan("SELECT * FROM t").await.unwrap();
-        let first = e.run("a".into(), plan.clone(), "").await.unwrap();
+        let first = e.run("a".into(), slow, "").await.unwrap();
         let err = e.run("b".into(), plan.clone(), "").await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        // Dropping the stream stops the query and frees its slot.
         drop(first);
-        e.run("c".into(), plan, "").await.unwrap();
+        let mut freed = false;
+        for _ in 0..100 {
+            if e.run("c".into(), plan.clone(), "").await.is_ok() {
+                freed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(freed, "the slot was not given back");
     }
 
     #[tokio::test]

@@ -34,7 +34,7 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::auth::{Authenticator, parse_basic};
+use super::auth::{Authenticator, Identity, Role, parse_basic};
 use super::catalog_info;
 use super::queries::{
     MAX_PARAMETER_BYTES, Prepared, QueryEngine, StatementKind, TicketHandle, bind_row, new_id,
@@ -86,6 +86,19 @@ impl ReconFlightSql {
     pub fn with_bulk_ingest(mut self, bulk: BulkIngest) -> Self {
         self.bulk = Some(bulk);
         self
+    }
+
+    /// Who sent `request` (set by the auth layer). Without it, the least
+    /// privilege when authentication is on.
+    fn identity<T>(&self, request: &Request<T>) -> Identity {
+        match request.extensions().get::<Identity>() {
+            Some(identity) => identity.clone(),
+            None if !self.auth.enabled() => Identity::anonymous(),
+            None => Identity {
+                user: "unknown".to_owned(),
+                role: Role::Read,
+            },
+        }
     }
 
     /// Starts `plan` and streams its batches as Flight data.
@@ -142,6 +155,15 @@ impl std::fmt::Debug for ReconFlightSql {
         f.debug_struct("ReconFlightSql")
             .field("auth", &self.auth)
             .finish_non_exhaustive()
+    }
+}
+
+/// Whether the caller's role may run a statement of `kind`.
+fn permit(identity: &Identity, kind: StatementKind) -> Result<(), Status> {
+    match kind {
+        StatementKind::Query => Ok(()),
+        StatementKind::Update => identity.require(Role::Admin, "CREATE VIEW / DROP VIEW"),
+        StatementKind::Refresh => identity.require(Role::Admin, "REFRESH INDEX"),
     }
 }
 
@@ -209,19 +231,36 @@ async fn read_put_batches(
     limit: usize,
     what: &str,
 ) -> Result<Vec<RecordBatch>, Status> {
+    decode_put(request.into_inner(), limit, what).await
+}
+
+/// Decodes Flight data into record batches, refusing more than `limit` bytes.
+/// Malformed Arrow IPC is InvalidArgument: arrow's IPC reader asserts on some
+/// inconsistent buffers, so a panic while decoding is caught and reported as
+/// the client's error rather than unwinding through the call.
+pub async fn decode_put<S>(
+    messages: S,
+    limit: usize,
+    what: &str,
+) -> Result<Vec<RecordBatch>, Status>
+where
+    S: Stream<Item = Result<FlightData, Status>> + Send + 'static,
+{
     // The first message may carry only the descriptor (no Arrow data): skip such.
-    let stream = request
-        .into_inner()
+    let stream = messages
         .try_filter(|data| futures::future::ready(!data.data_header.is_empty()))
         .map_err(FlightError::from);
-    let mut batches = FlightRecordBatchStream::new_from_flight_data(stream);
+    let batches = FlightRecordBatchStream::new_from_flight_data(stream);
+    let mut batches = std::panic::AssertUnwindSafe(batches).catch_unwind();
     let mut out = Vec::new();
     let mut bytes = 0;
-    while let Some(batch) = batches.next().await {
-        let batch = batch.map_err(|e| match e {
-            FlightError::Tonic(status) => *status,
-            other => Status::invalid_argument(format!("invalid Arrow data: {other}")),
-        })?;
+    while let Some(decoded) = batches.next().await {
+        let batch = decoded
+            .map_err(|_| Status::invalid_argument("invalid Arrow data: malformed IPC message"))?
+            .map_err(|e| match e {
+                FlightError::Tonic(status) => *status,
+                other => Status::invalid_argument(format!("invalid Arrow data: {other}")),
+            })?;
         bytes += batch.get_array_memory_size();
         if bytes > limit {
             return Err(Status::invalid_argument(format!(
@@ -333,6 +372,7 @@ impl FlightSqlService for ReconFlightSql {
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
+        let peer = request.remote_addr().map(|a| a.ip());
         let header = request
             .metadata()
             .get("authorization")
@@ -356,7 +396,7 @@ impl FlightSqlService for ReconFlightSql {
                 }
             }
         };
-        let token = self.auth.login(&user, &password)?;
+        let (token, _) = self.auth.login(peer, &user, &password).await?;
         let reply = HandshakeResponse {
             protocol_version: 0,
             payload: token.clone().into(),
@@ -378,6 +418,7 @@ impl FlightSqlService for ReconFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let (plan, kind) = self.engine.plan(&query.query).await?;
         require_query(kind)?;
+        permit(&self.identity(&request), kind)?;
         self.pending_info(plan, Some(query.query), request)
     }
 
@@ -492,10 +533,14 @@ impl FlightSqlService for ReconFlightSql {
     async fn do_get_statement(
         &self,
         ticket: TicketStatementQuery,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         let handle = TicketHandle::decode(&ticket.statement_handle)?;
-        let plan = self.engine.redeem(&handle).await?;
+        let identity = self.identity(&request);
+        let plan = self
+            .engine
+            .redeem(&handle, |kind| permit(&identity, kind))
+            .await?;
         let sql = handle.sql.as_deref().unwrap_or("(prepared statement)");
         self.stream_query(handle.id.clone(), plan, sql).await
     }
@@ -615,7 +660,7 @@ impl FlightSqlService for ReconFlightSql {
     async fn do_put_statement_update(
         &self,
         cmd: CommandStatementUpdate,
-        _request: Request<PeekableFlightDataStream>,
+        request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let (plan, kind) = self.engine.plan(&cmd.query).await?;
         if kind == StatementKind::Query {
@@ -623,6 +668,7 @@ impl FlightSqlService for ReconFlightSql {
                 "this statement returns rows: execute it as a query",
             ));
         }
+        permit(&self.identity(&request), kind)?;
         self.engine.update(plan, kind).await
     }
 
@@ -635,10 +681,17 @@ impl FlightSqlService for ReconFlightSql {
             .bulk
             .as_ref()
             .ok_or_else(|| Status::unimplemented("bulk ingest is off on this server"))?;
+        self.identity(&request)
+            .require(Role::Write, "bulk ingest")?;
         check_ingest_target(&cmd)?;
         let batches = read_put_batches(request, MAX_INGEST_BYTES, "bulk ingest").await?;
-        let batch = crate::appends::conform(&cmd.table, &batches)
+        let mut batch = crate::appends::conform(&cmd.table, &batches)
             .map_err(crate::appends::AppendError::into_status)?;
+        if cmd.table == "ml_fraud_signals" {
+            // The same rules as POST /ml_signals.
+            batch = crate::appends::check_signals(&batch, chrono::Utc::now())
+                .map_err(crate::appends::AppendError::into_status)?;
+        }
         let rows = crate::appends::append(&bulk.warehouse, &cmd.table, &batch)
             .await
             .map_err(crate::appends::AppendError::into_status)?;
@@ -698,9 +751,14 @@ impl FlightSqlService for ReconFlightSql {
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
-        _request: Request<Action>,
+        request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let identity = self.identity(&request);
         let (handle, prepared) = self.engine.prepare(&query.query).await?;
+        if let Err(denied) = permit(&identity, prepared.kind) {
+            self.engine.close(handle.as_bytes());
+            return Err(denied);
+        }
         let dataset_schema = match prepared.kind {
             StatementKind::Query | StatementKind::Refresh => {
                 super::queries::flight_schema(prepared.plan.schema().as_arrow())
@@ -741,10 +799,14 @@ impl FlightSqlService for ReconFlightSql {
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let identity = self.identity(&request);
         let action = request.into_inner();
         let body = match action.r#type.as_str() {
             "CancelFlightInfo" => self.cancel_flight_info(&action.body)?,
-            REFRESH_ACTION => self.refresh_index(&action.body).await?,
+            REFRESH_ACTION => {
+                identity.require(Role::Admin, "RefreshIndex")?;
+                self.refresh_index(&action.body).await?
+            }
             other => {
                 return Err(Status::invalid_argument(format!(
                     "unknown action {other:?} (supported: CancelFlightInfo, {REFRESH_ACTION})"
@@ -773,11 +835,22 @@ impl ReconFlightSql {
             .engine
             .materializer()
             .ok_or_else(|| Status::unimplemented("this server does not materialise indexes"))?;
-        let snapshot = match crate::snapshots::parse_target(&words) {
-            Some((view, mode)) => materializer.refresh_with(view, mode).await,
-            None => materializer.refresh(body.trim()).await,
-        }
-        .map_err(crate::snapshots::RefreshError::into_status)?;
+        let materializer = Arc::clone(materializer);
+        let target = crate::snapshots::parse_target(&words);
+        let name = body.trim().to_owned();
+        // A refresh is a query: it runs on the query runtime.
+        let snapshot = self
+            .engine
+            .runtime()
+            .run(async move {
+                match target {
+                    Some((view, mode)) => materializer.refresh_with(view, mode).await,
+                    None => materializer.refresh(&name).await,
+                }
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(crate::snapshots::RefreshError::into_status)?;
         serde_json::to_vec(&snapshot).map_err(|e| Status::internal(e.to_string()))
     }
 
@@ -799,5 +872,122 @@ impl ReconFlightSql {
             status: status as i32,
         };
         Ok(result.encode_to_vec())
+    }
+}
+
+/// Malformed input never panics through a call: mutated Arrow IPC (DoPut) and
+/// tickets, with a fixed seed so a failure reproduces.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    async fn valid_messages() -> Vec<FlightData> {
+        let ids: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("SIG-1"),
+            None,
+            Some("SIG-333"),
+        ]));
+        let scores: ArrayRef = Arc::new(Float64Array::from(vec![Some(0.5), Some(1.0), None]));
+        let counts: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3]));
+        let batch =
+            RecordBatch::try_from_iter([("id", ids), ("score", scores), ("n", counts)]).unwrap();
+        FlightDataEncoderBuilder::new()
+            .build(futures::stream::iter([Ok(batch.clone()), Ok(batch)]))
+            .try_collect()
+            .await
+            .unwrap()
+    }
+
+    fn mutate(rng: &mut StdRng, bytes: &mut Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        match rng.random_range(0..4) {
+            0 => {
+                for _ in 0..rng.random_range(1..8) {
+                    let i = rng.random_range(0..bytes.len());
+                    bytes[i] ^= 1 << rng.random_range(0..8);
+                }
+            }
+            1 => bytes.truncate(rng.random_range(0..bytes.len())),
+            2 if bytes.len() >= 4 => {
+                // Offsets and lengths are 4- and 8-byte fields: overwrite one.
+                let i = rng.random_range(0..bytes.len() - 3);
+                let value: u32 = rng.random();
+                bytes[i..i + 4].copy_from_slice(&value.to_le_bytes());
+            }
+            _ => {
+                let i = rng.random_range(0..bytes.len());
+                bytes[i] = rng.random();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn mutated_ipc_messages_are_invalid_argument_never_a_panic() {
+        let valid = valid_messages().await;
+        let decoded = decode_put(
+            futures::stream::iter(valid.clone().into_iter().map(Ok)),
+            usize::MAX,
+            "t",
+        )
+        .await
+        .unwrap();
+        assert_eq!(decoded.len(), 2);
+        let mut rng = StdRng::seed_from_u64(13);
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..10_000 {
+            let mut messages = valid.clone();
+            let i = rng.random_range(0..messages.len());
+            let mut header = messages[i].data_header.to_vec();
+            let mut body = messages[i].data_body.to_vec();
+            if rng.random_bool(0.5) {
+                mutate(&mut rng, &mut header);
+            } else {
+                mutate(&mut rng, &mut body);
+            }
+            messages[i].data_header = header.into();
+            messages[i].data_body = body.into();
+            let stream = futures::stream::iter(messages.into_iter().map(Ok));
+            match decode_put(stream, 1 << 30, "fuzz").await {
+                Ok(_) => accepted += 1,
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
+                    refused += 1;
+                }
+            }
+        }
+        assert_eq!(accepted + refused, 10_000);
+        assert!(
+            refused > 1_000,
+            "only {refused} of 10,000 mutations were refused"
+        );
+    }
+
+    #[test]
+    fn mutated_tickets_are_refused_never_a_panic() {
+        let handle = TicketHandle {
+            id: new_id(),
+            sql: Some("SELECT 1".to_owned()),
+        };
+        let ticket = TicketStatementQuery {
+            statement_handle: handle.encode().into(),
+        }
+        .as_any()
+        .encode_to_vec();
+        let mut rng = StdRng::seed_from_u64(14);
+        for _ in 0..10_000 {
+            let mut bytes = ticket.clone();
+            mutate(&mut rng, &mut bytes);
+            let Ok(any) = Any::decode(bytes.as_slice()) else {
+                continue;
+            };
+            if let Ok(Command::TicketStatementQuery(t)) = Command::try_from(any) {
+                let _ = TicketHandle::decode(&t.statement_handle);
+            }
+        }
     }
 }

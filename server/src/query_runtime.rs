@@ -6,23 +6,39 @@
 //!   stacks (planning and evaluating deep expressions recurses), used for
 //!   planning, binding and running every client statement and every refresh.
 //! - [`YieldingJoins`]: a physical optimizer rule that makes joins yield to the
-//!   scheduler. A join can produce many output batches from one input batch
-//!   without polling its inputs (a cross join of two large inputs), so the
-//!   cooperative budget that DataFusion's sources consume never runs out and a
-//!   timed-out or cancelled query would keep its core busy. Wrapping each join
-//!   in DataFusion's [`CooperativeExec`] spends budget on every batch the join
-//!   emits; once the budget is spent the task yields and a cancel or timeout
-//!   takes effect.
+//!   scheduler, so a timed-out or cancelled query stops using its core. A
+//!   join can run a long time inside one poll in two ways, and each gets its
+//!   remedy:
+//!   - it produces many output batches from one input batch without polling
+//!     its inputs (a cross join of two large inputs): wrapping the join in
+//!     DataFusion's [`CooperativeExec`] spends budget on every batch it
+//!     emits, and once the budget is spent the task yields;
+//!   - it works through one probe batch against every buffered row and
+//!     emits nothing (a nested-loop join whose filter rejects almost every
+//!     pair: 8,192 probe rows × 1 M buffered rows is seconds of CPU in one
+//!     poll): its probe input is wrapped in a [`SlicedProbeExec`], which hands
+//!     the join slices of each batch sized to take a few milliseconds and
+//!     yields to the scheduler every [`YIELD_EVERY`].
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::config::ConfigOptions;
-use datafusion::error::Result as DfResult;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties,
+};
+use futures::{Stream, StreamExt};
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
 
@@ -134,8 +150,13 @@ fn panic_message(e: tokio::task::JoinError) -> String {
         .unwrap_or_else(|| "panic".to_owned())
 }
 
-/// Wraps every join in a [`CooperativeExec`] (see the module docs). Runs last,
-/// after DataFusion's own rules.
+/// How long a query's task may run between two yields to the scheduler when
+/// a join's probe input is polled.
+pub const YIELD_EVERY: Duration = Duration::from_millis(10);
+
+/// Wraps every join in a [`CooperativeExec`] and its probe (right) input in a
+/// [`SlicedProbeExec`] (see the module docs). Runs last, after DataFusion's
+/// own rules.
 #[derive(Debug, Default)]
 pub struct YieldingJoins;
 
@@ -146,12 +167,16 @@ impl PhysicalOptimizerRule for YieldingJoins {
         _config: &ConfigOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         plan.transform_up(|node| {
-            if node.name().contains("Join") {
-                let wrapped: Arc<dyn ExecutionPlan> = Arc::new(CooperativeExec::new(node));
-                Ok(Transformed::yes(wrapped))
-            } else {
-                Ok(Transformed::no(node))
+            if !node.name().contains("Join") || node.children().len() != 2 {
+                return Ok(Transformed::no(node));
             }
+            let children: Vec<Arc<dyn ExecutionPlan>> =
+                node.children().into_iter().cloned().collect();
+            let probe: Arc<dyn ExecutionPlan> =
+                Arc::new(SlicedProbeExec::new(Arc::clone(&children[1])));
+            let node = replace_children_if_necessary(node, vec![Arc::clone(&children[0]), probe])?;
+            let wrapped: Arc<dyn ExecutionPlan> = Arc::new(CooperativeExec::new(node));
+            Ok(Transformed::yes(wrapped))
         })
         .map(|t| t.data)
     }
@@ -162,6 +187,148 @@ impl PhysicalOptimizerRule for YieldingJoins {
 
     fn schema_check(&self) -> bool {
         true
+    }
+}
+
+/// Passes its input through in slices sized so that the join consuming them
+/// spends a few milliseconds per slice, and yields to the scheduler every
+/// [`YIELD_EVERY`] (see the module docs). Output order and content are the
+/// input's.
+#[derive(Debug)]
+pub struct SlicedProbeExec {
+    input: Arc<dyn ExecutionPlan>,
+    properties: Arc<PlanProperties>,
+}
+
+impl SlicedProbeExec {
+    /// Wraps `input`.
+    pub fn new(input: Arc<dyn ExecutionPlan>) -> Self {
+        let properties = Arc::clone(input.properties());
+        Self { input, properties }
+    }
+}
+
+impl DisplayAs for SlicedProbeExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SlicedProbeExec")
+    }
+}
+
+impl ExecutionPlan for SlicedProbeExec {
+    fn name(&self) -> &str {
+        "SlicedProbeExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(DataFusionError::Internal(format!(
+                "SlicedProbeExec takes one child, got {}",
+                children.len()
+            )));
+        }
+        Ok(Arc::new(Self::new(children.swap_remove(0))))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        Ok(Box::pin(SlicedStream {
+            schema: input.schema(),
+            input,
+            current: None,
+            offset: 0,
+            slice_rows: FIRST_SLICE_ROWS,
+            handed_out: None,
+            last_yield: Instant::now(),
+        }))
+    }
+}
+
+/// Rows of the first slice; slices double while the consumer is quick.
+const FIRST_SLICE_ROWS: usize = 1;
+/// The consumer is quick when it comes back within this.
+const QUICK: Duration = Duration::from_millis(2);
+
+struct SlicedStream {
+    schema: SchemaRef,
+    input: SendableRecordBatchStream,
+    current: Option<RecordBatch>,
+    offset: usize,
+    slice_rows: usize,
+    handed_out: Option<Instant>,
+    last_yield: Instant,
+}
+
+impl Stream for SlicedStream {
+    type Item = DfResult<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let now = Instant::now();
+        // How long the join took over the last slice sizes the next one.
+        if let Some(at) = self.handed_out.take() {
+            let took = now.duration_since(at);
+            if took < QUICK {
+                self.slice_rows = self.slice_rows.saturating_mul(2).min(1 << 20);
+            } else if took > YIELD_EVERY {
+                self.slice_rows = (self.slice_rows / 2).max(1);
+            }
+        }
+        if now.duration_since(self.last_yield) >= YIELD_EVERY {
+            self.last_yield = now;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        loop {
+            if let Some(batch) = &self.current {
+                let remaining = batch.num_rows() - self.offset;
+                if remaining > 0 {
+                    let n = remaining.min(self.slice_rows);
+                    let slice = batch.slice(self.offset, n);
+                    self.offset += n;
+                    self.handed_out = Some(Instant::now());
+                    return Poll::Ready(Some(Ok(slice)));
+                }
+                self.current = None;
+            }
+            match self.input.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(batch))) => {
+                    self.current = Some(batch);
+                    self.offset = 0;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+impl RecordBatchStream for SlicedStream {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
     }
 }
 

@@ -512,14 +512,28 @@ pub fn recon_binary() -> std::path::PathBuf {
 pub fn recon_serve(warehouse: impl AsRef<std::ffi::OsStr>, port: u16) -> std::process::Command {
     let mut command = std::process::Command::new(recon_binary());
     command
-        .arg("serve")
-        .arg("--warehouse")
-        .arg(warehouse)
-        .args(["--flight-addr", &format!("127.0.0.1:{port}")])
-        .args(["--http-addr", "127.0.0.1:0"])
+        .args(serve_args(warehouse, port, 0))
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null());
     command
+}
+
+/// The arguments of `recon serve` over `warehouse` with Flight SQL on loopback
+/// `port` and HTTP on loopback `http_port` (0: any free port).
+pub fn serve_args(
+    warehouse: impl AsRef<std::ffi::OsStr>,
+    port: u16,
+    http_port: u16,
+) -> Vec<std::ffi::OsString> {
+    vec![
+        "serve".into(),
+        "--warehouse".into(),
+        warehouse.as_ref().to_owned(),
+        "--flight-addr".into(),
+        format!("127.0.0.1:{port}").into(),
+        "--http-addr".into(),
+        format!("127.0.0.1:{http_port}").into(),
+    ]
 }
 
 /// A child process killed (SIGKILL) and reaped when dropped.

@@ -12,7 +12,8 @@ use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
 use futures::StreamExt;
 use prost::Message;
 use recon_integration_tests::{
-    ReconProcess, free_port, http_request, query, recon_binary, rows, write_sample_warehouse,
+    ReconProcess, free_port, http_request, query, recon_binary, rows, serve_args,
+    write_sample_warehouse,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -32,11 +33,7 @@ impl Server {
         let http_port = free_port();
         let mut command = std::process::Command::new(recon_binary());
         command
-            .arg("serve")
-            .arg("--warehouse")
-            .arg(warehouse.path())
-            .args(["--flight-addr", &format!("127.0.0.1:{port}")])
-            .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
+            .args(serve_args(warehouse.path(), port, http_port))
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null());
@@ -519,6 +516,31 @@ async fn roles_limit_what_each_user_may_do() {
         .expect_err("not even an admin drops a built-in view");
     assert!(err.to_string().contains("built-in"), "{err}");
 
+    // No role may replace or drop a built-in view.
+    for (who, client) in [
+        ("reader", &mut reader),
+        ("writer", &mut writer),
+        ("boss", &mut boss),
+    ] {
+        for sql in [
+            "CREATE OR REPLACE VIEW merchants AS SELECT 1 AS x",
+            "DROP VIEW final_index",
+        ] {
+            let err = client
+                .execute_update(sql.to_owned(), None)
+                .await
+                .expect_err(sql);
+            let text = err.to_string();
+            assert!(
+                text.contains("role") || text.contains("built-in"),
+                "{who}: {sql}: {text}"
+            );
+        }
+    }
+    query(&mut reader, "SELECT * FROM final_index")
+        .await
+        .expect("final_index is still there");
+
     // HTTP: the same users and roles.
     let http = server.http.clone();
     let body = r#"{"fraud_signal_id":"SIG-H1","transaction_id":"TX-1","fraud_score":0.2}"#;
@@ -593,8 +615,13 @@ async fn bulk_ingest_refuses_what_http_refuses() {
         let err = ingest(&mut client, signal_batch(id, tx, score, time))
             .await
             .expect_err(reason);
-        assert!(err.to_string().contains("InvalidArgument"), "{err}");
-        assert!(err.to_string().contains(reason), "{reason}: {err}");
+        match &err {
+            arrow_flight::error::FlightError::Tonic(status) => {
+                assert_eq!(status.code(), Code::InvalidArgument, "{status}");
+                assert!(status.message().contains(reason), "{reason}: {status}");
+            }
+            other => panic!("{reason}: {other}"),
+        }
         // The same signal over HTTP (where JSON can say it) is a 400 too.
         if score.is_some_and(f64::is_finite) && id.is_some() {
             let json = serde_json::json!({
@@ -683,4 +710,127 @@ async fn stalled_http_connections_are_closed_within_the_header_timeout() {
     .await
     .expect("join");
     assert_eq!(code, 200);
+}
+
+#[tokio::test]
+async fn malformed_commands_and_arrow_data_are_invalid_argument() {
+    use arrow_flight::FlightData;
+    use arrow_flight::sql::{Any, CommandStatementIngest};
+    let (mut server, _client) = Server::start(&[]).await;
+    let mut raw = raw_client(&server.process.url).await;
+    let statement_url = "type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery";
+    let garbage = |value: Vec<u8>| {
+        Any {
+            type_url: statement_url.into(),
+            value: value.into(),
+        }
+        .encode_to_vec()
+    };
+    let sql = CommandStatementQuery {
+        query: "SELECT 1".to_owned(),
+        transaction_id: None,
+    }
+    .encode_to_vec();
+    // A non-UTF-8 string field: tag 1, length 2, invalid bytes.
+    let not_utf8 = vec![0x0a, 0x02, 0xff, 0xfe];
+    for (what, cmd) in [
+        ("truncated protobuf", garbage(sql[..sql.len() - 2].to_vec())),
+        ("garbage Any payload", garbage(vec![0xff; 16])),
+        ("non-UTF-8 SQL", garbage(not_utf8)),
+        ("truncated Any", garbage(sql.clone())[..10].to_vec()),
+    ] {
+        let err = raw
+            .get_flight_info(FlightDescriptor::new_cmd(cmd.clone()))
+            .await
+            .expect_err(what);
+        assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err}");
+        let err = raw
+            .do_get(arrow_flight::Ticket::new(cmd))
+            .await
+            .expect_err(what);
+        assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err}");
+    }
+
+    // DoPut of bulk ingest whose Arrow data has been cut short.
+    let batch = signal_batch(Some("SIG-1"), Some("TX-1"), Some(0.5), None);
+    let command = CommandStatementIngest {
+        table: "ml_fraud_signals".to_owned(),
+        ..Default::default()
+    };
+    let descriptor = FlightDescriptor::new_cmd(command.as_any().encode_to_vec());
+    let mut messages: Vec<FlightData> = arrow_flight::encode::FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(descriptor))
+        .build(futures::stream::iter([Ok(batch)]))
+        .map(|m| m.expect("encode"))
+        .collect()
+        .await;
+    let last = messages.last_mut().expect("a batch message");
+    last.data_body = last.data_body.slice(..last.data_body.len() / 3);
+    let result = raw.do_put(futures::stream::iter(messages)).await;
+    let status = match result {
+        Err(status) => status,
+        Ok(response) => {
+            let mut results = response.into_inner();
+            loop {
+                match results.next().await {
+                    Some(Ok(_)) => continue,
+                    Some(Err(status)) => break status,
+                    None => panic!("malformed Arrow data was accepted"),
+                }
+            }
+        }
+    };
+    assert_eq!(status.code(), Code::InvalidArgument, "{status}");
+    assert!(server.process.is_running());
+    status_of(&mut raw, "SELECT 1")
+        .await
+        .expect("still answering");
+}
+
+#[tokio::test]
+async fn out_of_file_descriptors_the_server_waits_instead_of_spinning() {
+    let warehouse = tempfile::tempdir().expect("tempdir");
+    write_sample_warehouse(warehouse.path());
+    let (port, http_port) = (free_port(), free_port());
+    // Few file descriptors (the shell's ulimit, then exec): a few hundred
+    // connections use them all up.
+    let mut shell = std::process::Command::new("sh");
+    shell
+        .arg("-c")
+        .arg("ulimit -n 128 && exec \"$0\" \"$@\"")
+        .arg(recon_binary())
+        .args(serve_args(warehouse.path(), port, http_port))
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null());
+    let mut process = ReconProcess::spawn(&mut shell, port);
+    let client = process.client().await;
+    let server = Server {
+        process,
+        http: format!("http://127.0.0.1:{http_port}"),
+        warehouse,
+    };
+    drop(client);
+    // Connections the server cannot accept wait in the listen backlog; a
+    // full backlog makes connect wait, hence the connect timeout.
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        for p in [port, http_port] {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], p));
+            if let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+                held.push(s);
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let busy = server.cores_busy(Duration::from_secs(2)).await;
+    assert!(
+        busy < 0.3,
+        "{busy:.2} cores busy while out of file descriptors"
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut raw = raw_client(&server.process.url).await;
+    status_of(&mut raw, "SELECT 1")
+        .await
+        .expect("answers again");
 }

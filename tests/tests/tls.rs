@@ -1,10 +1,14 @@
 //! TLS on the Flight SQL port: with a certificate and key configured, a client
-//! that trusts the certificate queries over TLS, and a plaintext client is refused.
+//! that trusts the certificate queries over TLS, and a plaintext client is refused;
+//! the HTTP port speaks HTTPS with the same certificate.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use recon_integration_tests::{TestServer, query, rows};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 #[tokio::test]
@@ -48,5 +52,39 @@ async fn tls_when_a_certificate_is_configured() {
         let mut client = FlightSqlServiceClient::new(channel);
         assert!(query(&mut client, "SELECT 1").await.is_err());
     }
+
+    // The HTTP port speaks TLS with the same certificate; plain HTTP gets no answer.
+    let http_addr = server.http_url.trim_start_matches("http://").to_owned();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(&http_addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    tls.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let url = server.http_url.clone();
+    let plain = tokio::task::spawn_blocking(move || {
+        recon_integration_tests::http_request(&url, "GET", "/healthz", None, None)
+    })
+    .await
+    .unwrap();
+    assert!(
+        !matches!(plain, Ok((200, _))),
+        "plain HTTP was answered: {plain:?}"
+    );
     server.stop().await;
 }

@@ -10,10 +10,11 @@
 //!   threads; the single `auth.user`/`auth.password` of older configs is an
 //!   admin with a clear-text password.
 //! - Failed logins are logged with the peer and user, counted, and slowed per
-//!   peer address: after each failure the address must wait before its next
-//!   attempt (doubling from 50 ms up to 30 s; attempts in the wait are refused
-//!   unchecked), so guessing runs at a few tries a minute, not thousands a
-//!   second.
+//!   peer address: after each failure the address's next attempt is held back
+//!   (50 ms, doubling with each further failure up to 30 s; a success clears
+//!   it), and while [`MAX_WAITING`] attempts of one address wait, more are
+//!   refused unchecked. Guessing runs at a few tries a minute, not thousands a
+//!   second, and a user who mistyped once only waits a moment.
 //! - A Basic-authenticated call is checked, not given a token; tokens come from
 //!   Handshake only, expire after `auth.token_ttl_secs`, and at most
 //!   [`MAX_TOKENS`] live at once (expired ones are swept, then the oldest go).
@@ -51,6 +52,8 @@ const MAX_PEERS: usize = 10_000;
 const FIRST_WAIT: Duration = Duration::from_millis(50);
 /// The longest wait between a peer's attempts.
 const LONGEST_WAIT: Duration = Duration::from_secs(30);
+/// Attempts of one address held back at once; more are refused.
+pub const MAX_WAITING: u32 = 4;
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +105,7 @@ struct Account {
 struct Failures {
     count: u32,
     wait_until: Instant,
+    waiting: u32,
 }
 
 /// Checks passwords, issues Bearer tokens and checks them.
@@ -230,13 +234,16 @@ impl Authenticator {
             return Ok(Identity::anonymous());
         }
         let address = peer.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        if let Some(wait) = self.waiting(address) {
-            self.failed_logins.fetch_add(1, Ordering::Relaxed);
-            warn!(peer = %address, user, "login refused: the peer must wait after failed logins");
-            return Err(Status::unauthenticated(format!(
-                "too many failed logins from {address}: try again in {} ms",
-                wait.as_millis().max(1)
-            )));
+        match self.hold_back(address) {
+            HoldBack::No => {}
+            HoldBack::For(wait, _waiting) => tokio::time::sleep(wait).await,
+            HoldBack::Refused => {
+                self.failed_logins.fetch_add(1, Ordering::Relaxed);
+                warn!(peer = %address, user, "login refused: too many attempts waiting after failed logins");
+                return Err(Status::unauthenticated(format!(
+                    "too many failed logins from {address}: try again later"
+                )));
+            }
         }
         let accounts = Arc::clone(&self.accounts);
         let (name, given) = (user.to_owned(), password.to_owned());
@@ -264,11 +271,27 @@ impl Authenticator {
         }
     }
 
-    /// How long `address` must still wait, if it must.
-    fn waiting(&self, address: IpAddr) -> Option<Duration> {
-        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let until = failures.get(&address)?.wait_until;
-        until.checked_duration_since(Instant::now())
+    /// Whether an attempt of `address` waits first (and how long), or is
+    /// refused because enough of its attempts wait already.
+    fn hold_back(&self, address: IpAddr) -> HoldBack<'_> {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = failures.get_mut(&address) else {
+            return HoldBack::No;
+        };
+        let Some(wait) = entry.wait_until.checked_duration_since(Instant::now()) else {
+            return HoldBack::No;
+        };
+        if entry.waiting >= MAX_WAITING {
+            return HoldBack::Refused;
+        }
+        entry.waiting += 1;
+        HoldBack::For(
+            wait,
+            Waiting {
+                auth: self,
+                address,
+            },
+        )
     }
 
     fn record_failure(&self, address: IpAddr) {
@@ -280,12 +303,35 @@ impl Authenticator {
         let entry = failures.entry(address).or_insert(Failures {
             count: 0,
             wait_until: now,
+            waiting: 0,
         });
         entry.count = entry.count.saturating_add(1);
         let wait = FIRST_WAIT
             .saturating_mul(1u32 << (entry.count - 1).min(20))
             .min(LONGEST_WAIT);
         entry.wait_until = now + wait;
+    }
+}
+
+enum HoldBack<'a> {
+    No,
+    /// Wait this long; the guard counts the attempt as waiting until dropped.
+    For(Duration, Waiting<'a>),
+    Refused,
+}
+
+/// An attempt that is waiting (counted against [`MAX_WAITING`]).
+struct Waiting<'a> {
+    auth: &'a Authenticator,
+    address: IpAddr,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut failures = self.auth.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = failures.get_mut(&self.address) {
+            entry.waiting = entry.waiting.saturating_sub(1);
+        }
     }
 }
 
@@ -510,20 +556,41 @@ mod tests {
 
     #[tokio::test]
     async fn failed_logins_are_counted_and_slowed_per_peer() {
-        let auth = auth_with(Vec::new(), Some(("a", "b")), 60);
+        let auth = Arc::new(auth_with(Vec::new(), Some(("a", "b")), 60));
+        // Each failure holds the next attempt back twice as long.
+        let started = Instant::now();
+        for _ in 0..5 {
+            assert!(auth.login(peer(9), "a", "guess").await.is_err());
+        }
+        let slowed = started.elapsed();
+        // Waits before attempts 2..5: 50 + 100 + 200 + 400 ms.
+        assert!(slowed >= Duration::from_millis(750), "{slowed:?}");
+        assert_eq!(auth.failed_logins(), 5);
+        // Many attempts at once: a few wait, the rest are refused unchecked.
+        let attempts: Vec<_> = (0..20)
+            .map(|_| {
+                let auth = Arc::clone(&auth);
+                tokio::spawn(async move { auth.login(peer(9), "a", "guess").await })
+            })
+            .collect();
         let mut refused_unchecked = 0;
-        for _ in 0..50 {
-            let err = auth.login(peer(9), "a", "guess").await.unwrap_err();
-            if err.message().contains("try again") {
+        for attempt in attempts {
+            let err = attempt.await.unwrap().unwrap_err();
+            if err.message().contains("try again later") {
                 refused_unchecked += 1;
             }
         }
-        assert_eq!(auth.failed_logins(), 50);
-        // Back to back, almost every attempt lands in the wait.
-        assert!(refused_unchecked >= 45, "{refused_unchecked}");
-        // The right password must wait too, but another peer is not slowed.
-        assert!(auth.login(peer(9), "a", "b").await.is_err());
+        assert!(
+            refused_unchecked >= 20 - MAX_WAITING as usize,
+            "{refused_unchecked}"
+        );
+        // Another address is not slowed; the right password after a wait works.
+        let t = Instant::now();
         auth.login(peer(10), "a", "b").await.unwrap();
+        assert!(t.elapsed() < Duration::from_millis(500));
+        let auth = auth_with(Vec::new(), Some(("a", "b")), 60);
+        assert!(auth.login(peer(11), "a", "typo").await.is_err());
+        auth.login(peer(11), "a", "b").await.unwrap();
     }
 
     #[tokio::test]

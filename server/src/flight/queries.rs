@@ -818,7 +818,7 @@ mod tests {
     use super::*;
 
     async fn engine(limits: Limits) -> QueryEngine {
-        let ctx = SessionContext::new();
+        let ctx = crate::session_context(&recon_udfs::Rules::default()).unwrap();
         ctx.sql("CREATE TABLE t(a INT, b VARCHAR) AS VALUES (1, 'x'), (2, 'y'), (3, 'z')")
             .await
             .unwrap();
@@ -909,6 +909,28 @@ mod tests {
         assert!(e.cancel("slow"));
         let err = collect(run).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn cancel_stops_a_cpu_bound_nested_loop_join() {
+        // Almost every pair is rejected by the filter, so the join emits
+        // nothing for seconds: only the sliced probe input lets it yield.
+        let e = engine(Limits::default()).await;
+        let (plan, _) = e
+            .plan("SELECT count(*) FROM generate_series(1, 1000000) a, generate_series(1, 1000000) b WHERE a.value + b.value = 7")
+            .await
+            .unwrap();
+        let run = e.run("nlj".into(), plan, "").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let cancelled = Instant::now();
+        assert!(e.cancel("nlj"));
+        let err = collect(run).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Cancelled);
+        assert!(
+            cancelled.elapsed() < Duration::from_secs(2),
+            "the cancel took {:?}",
+            cancelled.elapsed()
+        );
     }
 
     #[tokio::test]

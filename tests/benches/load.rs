@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use recon_integration_tests::scale::write_scale_warehouse;
-use recon_integration_tests::{ReconProcess, free_port, query, recon_serve, rows};
+use recon_integration_tests::{ReconProcess, TestServer, free_port, query, recon_serve, rows};
 
 const KINDS: [&str; 4] = ["point lookup", "GROUP BY", "join", "function"];
 
@@ -79,11 +79,23 @@ fn main() {
         "data: {transactions} transactions with their statements and signals, written in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let port = free_port();
-    let mut server = ReconProcess::spawn(&mut recon_serve(dir.path(), port), port);
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    // The full run measures the binary; the smoke run (no binary built yet
+    // under `cargo test --benches`) an in-process server.
+    let mut process = None;
+    let mut in_process = None;
+    let client = if full {
+        let port = free_port();
+        let server = process.insert(ReconProcess::spawn(
+            &mut recon_serve(dir.path(), port),
+            port,
+        ));
+        runtime.block_on(server.client())
+    } else {
+        let server = runtime.block_on(TestServer::start_in(dir, |_| {}));
+        runtime.block_on(in_process.insert(server).sql_client())
+    };
     runtime.block_on(async {
-        let client = server.client().await;
         // Warm up: the batch tables load into memory, the latest index builds.
         for kind in 0..KINDS.len() {
             let mut c = client.clone();
@@ -138,5 +150,10 @@ fn main() {
         }
         assert!(errors.is_empty(), "{} queries failed", errors.len());
     });
-    server.stop();
+    if let Some(server) = process {
+        server.stop();
+    }
+    if let Some(server) = in_process {
+        runtime.block_on(server.stop());
+    }
 }

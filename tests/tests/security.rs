@@ -148,6 +148,26 @@ async fn deep_and_huge_expressions_never_crash_the_server() {
     query(&mut client, &sql)
         .await
         .expect("a 2,000-term chain runs");
+    // Deep plans as prepared statements too: bound, planned and run.
+    let sql = format!(
+        "SELECT 1 AS x WHERE ? = 1 OR {}",
+        chain(" = 2 OR ", 4900) + " = 2"
+    );
+    let mut prepared = client
+        .prepare(sql, None)
+        .await
+        .expect("prepare a deep statement");
+    let one: arrow::array::ArrayRef = std::sync::Arc::new(arrow::array::Int64Array::from(vec![1]));
+    prepared
+        .set_parameters(
+            arrow::record_batch::RecordBatch::try_from_iter([("$1", one)]).expect("row"),
+        )
+        .expect("bind");
+    let info = prepared.execute().await.expect("execute a deep statement");
+    let batches = recon_integration_tests::fetch(&mut client, info)
+        .await
+        .expect("fetch a deep statement");
+    assert_eq!(rows(&batches), 1);
 
     // Past the limit: a clear refusal naming it, and the server answers on.
     for sql in [

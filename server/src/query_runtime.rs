@@ -127,9 +127,11 @@ impl<T> Future for AbortOnDrop<T> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0)
-            .poll(cx)
-            .map_err(|e| TaskFailed(panic_message(e)))
+        std::pin::Pin::new(&mut self.0).poll(cx).map_err(|e| {
+            let failed = TaskFailed(panic_message(e));
+            tracing::warn!(error = %failed, "query task failed");
+            failed
+        })
     }
 }
 
@@ -142,7 +144,11 @@ fn panic_message(e: tokio::task::JoinError) -> String {
     if !e.is_panic() {
         return "the query runtime is shutting down".to_owned();
     }
-    let payload = e.into_panic();
+    panic_text(e.into_panic().as_ref())
+}
+
+/// The message of a caught panic (`panic!` with a literal or a formatted string).
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

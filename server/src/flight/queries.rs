@@ -41,7 +41,7 @@ use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Expr, Value, visit_expressions_mut};
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -595,9 +595,8 @@ fn refused(reason: crate::policy::Refused) -> Status {
     Status::invalid_argument(reason.to_string())
 }
 
-/// A query task that panicked: logged, and Internal for the client.
+/// A query task that panicked (the runtime has logged it): Internal for the client.
 fn task_failed(e: &TaskFailed) -> Status {
-    warn!(error = %e, "query task failed");
     Status::internal(e.to_string())
 }
 
@@ -742,6 +741,17 @@ async fn produce(mut p: Producer) {
             None => std::future::pending().await,
         }
     };
+    // A panic inside the plan ends the query with an error, never as a clean
+    // (truncated) end of stream.
+    let forward = std::panic::AssertUnwindSafe(forward)
+        .catch_unwind()
+        .map(|caught| {
+            caught.unwrap_or_else(|payload| {
+                let message = crate::query_runtime::panic_text(payload.as_ref());
+                warn!(query_id = %p.log.id, error = %message, "query panicked");
+                Err(Status::internal(format!("query panicked: {message}")))
+            })
+        });
     let outcome = tokio::select! {
         result = forward => result,
         () = p.token.cancelled() => Err(Status::cancelled("query cancelled")),
@@ -931,6 +941,53 @@ mod tests {
             "the cancel took {:?}",
             cancelled.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn a_panic_inside_the_plan_ends_the_stream_with_an_error() {
+        use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+        let e = engine(Limits::default()).await;
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int32, true)]));
+        let panicking = futures::stream::poll_fn(
+            |_| -> Poll<Option<datafusion::error::Result<RecordBatch>>> {
+                panic!("boom in an operator")
+            },
+        );
+        let stream: SendableRecordBatchStream =
+            Box::pin(RecordBatchStreamAdapter::new(schema, panicking));
+        let log = Arc::new(QueryLog {
+            id: "p".into(),
+            sql: String::new(),
+            started: Instant::now(),
+            rows: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            outcome: Mutex::new(None),
+            registry: Arc::clone(&e.registry),
+            stats: Arc::clone(&e.stats),
+        });
+        let (sender, receiver) = mpsc::channel(2);
+        let ended = Arc::new(Mutex::new(None));
+        let permit = Arc::clone(&e.slots).try_acquire_owned().unwrap();
+        let producer = e.runtime.spawn(produce(Producer {
+            stream,
+            sender,
+            token: CancellationToken::new(),
+            deadline: None,
+            log: Arc::clone(&log),
+            ended: Arc::clone(&ended),
+            _permit: permit,
+        }));
+        let mut batches = LimitedStream {
+            receiver,
+            ended,
+            log,
+            done: false,
+            _producer: producer,
+        };
+        let err = batches.next().await.expect("an item").unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Internal);
+        assert!(err.message().contains("boom in an operator"), "{err}");
+        assert!(batches.next().await.is_none());
     }
 
     #[tokio::test]

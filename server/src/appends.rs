@@ -46,6 +46,9 @@ impl AppendError {
     }
 }
 
+/// The ML signals table, whose rows [`check_signals`] checks.
+pub const SIGNALS_TABLE: &str = "ml_fraud_signals";
+
 /// Checks `batches` against `table`'s contract schema and returns them as one
 /// batch in that schema.
 pub fn conform(table: &str, batches: &[RecordBatch]) -> Result<RecordBatch, AppendError> {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -27,8 +27,8 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::appends;
-use crate::flight::auth::{Authenticator, Identity, Role};
+use crate::appends::{self, SIGNALS_TABLE};
+use crate::flight::auth::{Authenticator, Role};
 use crate::flight::queries::QueryEngine;
 use crate::ingest::status::IngestStatus;
 use crate::snapshots::Materializer;
@@ -37,8 +37,6 @@ use crate::warehouse::Warehouse;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 << 20;
-
-const SIGNALS_TABLE: &str = "ml_fraud_signals";
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -63,7 +61,6 @@ pub fn router(state: HttpState) -> Router {
         .route("/ml_signals", get(get_signals).post(post_signals))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -221,7 +218,7 @@ async fn authorize(
     headers: &HeaderMap,
     role: Role,
     what: &str,
-) -> Result<Identity, Box<Response>> {
+) -> Result<(), Box<Response>> {
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -235,8 +232,7 @@ async fn authorize(
     })?;
     identity
         .require(role, what)
-        .map_err(|status| Box::new(error(StatusCode::FORBIDDEN, status.message())))?;
-    Ok(identity)
+        .map_err(|status| Box::new(error(StatusCode::FORBIDDEN, status.message())))
 }
 
 async fn healthz() -> impl IntoResponse {

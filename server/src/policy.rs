@@ -99,11 +99,6 @@ impl StatementPolicy {
         }
     }
 
-    /// The reserved (built-in) names.
-    pub fn reserved(&self) -> &BTreeSet<String> {
-        &self.reserved
-    }
-
     /// Refuses a parsed statement whose expressions nest too deep. The walk
     /// stops at the first level past the limit.
     pub fn check_depth(&self, statement: &DfStatement) -> Result<(), Refused> {

@@ -1,27 +1,62 @@
 //! The Flight service as clients reach it: [`Guarded`] wraps the Flight SQL
-//! router and passes every call through, correcting one thing on the way
-//! back. arrow-flight's router decodes each command (`Any` → Flight SQL
-//! command) before any handler sees it and reports a command it cannot decode
-//! — a truncated protobuf, a garbage `Any` payload, SQL that is not UTF-8 — as
-//! INTERNAL. Those are the client's bytes, so they become INVALID_ARGUMENT.
+//! router and passes every call through, with two corrections.
+//!
+//! - arrow-flight's router decodes each command (`Any` → Flight SQL command)
+//!   before any handler sees it and reports a command it cannot decode — a
+//!   truncated protobuf, a garbage `Any` payload, SQL that is not UTF-8 — as
+//!   INTERNAL. Those are the client's bytes, so they become INVALID_ARGUMENT.
+//! - The router answers Flight `GetSchema` with UNIMPLEMENTED, and raw Flight
+//!   clients (pyarrow.flight, Go, Java) call it. Here it decodes the command
+//!   and asks the service ([`Describe`]) for the schema DoGet would stream.
 
 use std::pin::Pin;
 
+use arrow_flight::flight_descriptor::DescriptorType;
 use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::{Any, Command};
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
+use arrow_flight::{IpcMessage, SchemaAsIpc};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use futures::Stream;
+use prost::Message;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 /// How arrow-flight words a command it could not decode (its `ParseError`,
 /// debug-formatted into an INTERNAL status).
 const UNDECODABLE: &str = "ParseError(\"Unable to decode";
 
-/// The router with client decoding errors reported as INVALID_ARGUMENT.
+/// The router with client decoding errors reported as INVALID_ARGUMENT and
+/// `GetSchema` answered.
 #[derive(Debug)]
 pub struct Guarded<S>(pub S);
+
+/// What `GetSchema` asks of the service: the schema of the results of a
+/// Flight SQL command, without running it.
+#[tonic::async_trait]
+pub trait Describe {
+    /// The schema DoGet streams for `command`, sent in `request`.
+    async fn describe(
+        &self,
+        command: Command,
+        request: &Request<FlightDescriptor>,
+    ) -> Result<SchemaRef, Status>;
+}
+
+/// The Flight SQL command a `GetSchema` descriptor carries.
+fn descriptor_command(descriptor: &FlightDescriptor) -> Result<Command, Status> {
+    if descriptor.r#type() != DescriptorType::Cmd {
+        return Err(Status::invalid_argument(
+            "GetSchema takes a command descriptor (a Flight SQL command)",
+        ));
+    }
+    let any = Any::decode(descriptor.cmd.as_ref())
+        .map_err(|e| Status::invalid_argument(format!("malformed command: {e}")))?;
+    Command::try_from(any).map_err(|e| Status::invalid_argument(format!("malformed command: {e}")))
+}
 
 /// INTERNAL for an undecodable command becomes INVALID_ARGUMENT; every other
 /// status is kept.
@@ -43,7 +78,7 @@ where
 }
 
 #[tonic::async_trait]
-impl<S: FlightService> FlightService for Guarded<S> {
+impl<S: FlightService + Describe> FlightService for Guarded<S> {
     type HandshakeStream = Boxed<HandshakeResponse>;
     type ListFlightsStream = Boxed<FlightInfo>;
     type DoGetStream = Boxed<FlightData>;
@@ -95,7 +130,12 @@ impl<S: FlightService> FlightService for Guarded<S> {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        self.0.get_schema(request).await.map_err(client_status)
+        let command = descriptor_command(request.get_ref())?;
+        let schema = self.0.describe(command, &request).await?;
+        let message: IpcMessage = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
+            .try_into()
+            .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?;
+        Ok(Response::new(SchemaResult { schema: message.0 }))
     }
 
     async fn do_get(

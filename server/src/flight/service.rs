@@ -143,10 +143,86 @@ impl ReconFlightSql {
         )
     }
 
+    /// A FlightInfo for a metadata command, whose ticket is the command
+    /// itself.
+    fn metadata_info(
+        &self,
+        command: Command,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = self.metadata_schema(&command).ok_or_else(|| {
+            Status::internal(format!("{} has no fixed schema", command.type_url()))
+        })?;
+        flight_info(
+            &schema,
+            command.into_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    /// The fixed schema a metadata command answers with; `None` for any other
+    /// command.
+    fn metadata_schema(&self, command: &Command) -> Option<SchemaRef> {
+        Some(match command {
+            Command::CommandGetCatalogs(q) => q.clone().into_builder().schema(),
+            Command::CommandGetDbSchemas(q) => q.clone().into_builder().schema(),
+            Command::CommandGetTables(q) => q.clone().into_builder().schema(),
+            Command::CommandGetTableTypes(q) => q.clone().into_builder().schema(),
+            Command::CommandGetSqlInfo(_) => self.sql_info.schema(),
+            Command::CommandGetXdbcTypeInfo(_) => self.xdbc.schema(),
+            Command::CommandGetPrimaryKeys(_) => Arc::new(primary_keys_schema()),
+            Command::CommandGetExportedKeys(_)
+            | Command::CommandGetImportedKeys(_)
+            | Command::CommandGetCrossReference(_) => Arc::new(foreign_keys_schema()),
+            _ => return None,
+        })
+    }
+
+    /// The schema DoGet streams for `command` (Flight `GetSchema`): a
+    /// statement query is planned (and checked like GetFlightInfo checks it),
+    /// a prepared statement has its dataset schema, a metadata command its
+    /// fixed one. Nothing is kept and nothing runs.
+    async fn command_schema(
+        &self,
+        command: Command,
+        identity: &Identity,
+    ) -> Result<SchemaRef, Status> {
+        match command {
+            Command::CommandStatementQuery(query) => {
+                let (plan, kind) = self.engine.plan(&query.query).await?;
+                require_query(kind)?;
+                permit(identity, kind)?;
+                Ok(super::queries::flight_schema(plan.schema().as_arrow()))
+            }
+            Command::CommandPreparedStatementQuery(cmd) => {
+                let prepared = self.engine.prepared(&cmd.prepared_statement_handle)?;
+                require_query(prepared.kind)?;
+                Ok(dataset_schema(&prepared))
+            }
+            other => self.metadata_schema(&other).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "GetSchema answers statement queries, prepared statements and metadata commands, not {}",
+                    other.type_url()
+                ))
+            }),
+        }
+    }
+
     /// Runs a prepared query with its bound parameters.
     async fn run_prepared(&self, prepared: &Prepared) -> Result<Response<FlightStream>, Status> {
         let plan = bind_single_row(prepared)?;
         self.stream_query(new_id(), plan, &prepared.sql).await
+    }
+}
+
+#[tonic::async_trait]
+impl super::guard::Describe for ReconFlightSql {
+    async fn describe(
+        &self,
+        command: Command,
+        request: &Request<FlightDescriptor>,
+    ) -> Result<SchemaRef, Status> {
+        self.command_schema(command, &self.identity(request)).await
     }
 }
 
@@ -178,6 +254,16 @@ fn bind_single_row(prepared: &Prepared) -> Result<datafusion::logical_expr::Logi
     bind_row(prepared, prepared.parameters.first())
 }
 
+/// The schema of a prepared statement's results (none for an update).
+fn dataset_schema(prepared: &Prepared) -> SchemaRef {
+    match prepared.kind {
+        StatementKind::Query | StatementKind::Refresh => {
+            super::queries::flight_schema(prepared.plan.schema().as_arrow())
+        }
+        StatementKind::Update => Arc::new(Schema::empty()),
+    }
+}
+
 /// A FlightInfo with one endpoint on this server.
 fn flight_info(
     schema: &Schema,
@@ -190,19 +276,6 @@ fn flight_info(
         .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
         .with_descriptor(descriptor);
     Ok(Response::new(info))
-}
-
-/// A FlightInfo whose ticket is the command itself (catalog calls).
-fn command_info(
-    command: impl ProstMessageExt,
-    schema: &Schema,
-    request: Request<FlightDescriptor>,
-) -> Result<Response<FlightInfo>, Status> {
-    flight_info(
-        schema,
-        command.as_any().encode_to_vec(),
-        request.into_inner(),
-    )
 }
 
 /// Streams ready-made batches (catalog answers).
@@ -444,8 +517,7 @@ impl FlightSqlService for ReconFlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.into_builder().schema();
-        command_info(query, &schema, request)
+        self.metadata_info(Command::CommandGetCatalogs(query), request)
     }
 
     async fn get_flight_info_schemas(
@@ -453,8 +525,7 @@ impl FlightSqlService for ReconFlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
-        command_info(query, &schema, request)
+        self.metadata_info(Command::CommandGetDbSchemas(query), request)
     }
 
     async fn get_flight_info_tables(
@@ -462,8 +533,7 @@ impl FlightSqlService for ReconFlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder().schema();
-        command_info(query, &schema, request)
+        self.metadata_info(Command::CommandGetTables(query), request)
     }
 
     async fn get_flight_info_table_types(
@@ -471,8 +541,7 @@ impl FlightSqlService for ReconFlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.into_builder().schema();
-        command_info(query, &schema, request)
+        self.metadata_info(Command::CommandGetTableTypes(query), request)
     }
 
     async fn get_flight_info_sql_info(
@@ -480,8 +549,7 @@ impl FlightSqlService for ReconFlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = self.sql_info.schema();
-        command_info(query, &schema, request)
+        self.metadata_info(Command::CommandGetSqlInfo(query), request)
     }
 
     async fn get_flight_info_primary_keys(
@@ -489,7 +557,7 @@ impl FlightSqlService for ReconFlightSql {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        command_info(query, &primary_keys_schema(), request)
+        self.metadata_info(Command::CommandGetPrimaryKeys(query), request)
     }
 
     async fn get_flight_info_exported_keys(
@@ -497,7 +565,7 @@ impl FlightSqlService for ReconFlightSql {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        command_info(query, &foreign_keys_schema(), request)
+        self.metadata_info(Command::CommandGetExportedKeys(query), request)
     }
 
     async fn get_flight_info_imported_keys(
@@ -505,7 +573,7 @@ impl FlightSqlService for ReconFlightSql {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        command_info(query, &foreign_keys_schema(), request)
+        self.metadata_info(Command::CommandGetImportedKeys(query), request)
     }
 
     async fn get_flight_info_cross_reference(
@@ -513,7 +581,7 @@ impl FlightSqlService for ReconFlightSql {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        command_info(query, &foreign_keys_schema(), request)
+        self.metadata_info(Command::CommandGetCrossReference(query), request)
     }
 
     async fn get_flight_info_xdbc_type_info(
@@ -521,8 +589,7 @@ impl FlightSqlService for ReconFlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = self.xdbc.schema();
-        command_info(query, &schema, request)
+        self.metadata_info(Command::CommandGetXdbcTypeInfo(query), request)
     }
 
     async fn get_flight_info_fallback(
@@ -766,15 +833,9 @@ impl FlightSqlService for ReconFlightSql {
             self.engine.close(handle.as_bytes());
             return Err(denied);
         }
-        let dataset_schema = match prepared.kind {
-            StatementKind::Query | StatementKind::Refresh => {
-                super::queries::flight_schema(prepared.plan.schema().as_arrow())
-            }
-            StatementKind::Update => Arc::new(Schema::empty()),
-        };
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: handle.into_bytes().into(),
-            dataset_schema: ipc_schema(&dataset_schema)?,
+            dataset_schema: ipc_schema(&dataset_schema(&prepared))?,
             parameter_schema: ipc_schema(&prepared.parameter_schema)?,
         })
     }

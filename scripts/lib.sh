@@ -9,6 +9,7 @@ ensure_system_packages() {
   command -v cc >/dev/null || need_apt+=(build-essential)
   command -v make >/dev/null || need_apt+=(make)
   command -v perl >/dev/null || need_apt+=(perl)
+  command -v ip >/dev/null || need_apt+=(iproute2)  # the compose rehearsal's network namespaces
   if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing: ${need_apt[*]}"
     local sudo=""

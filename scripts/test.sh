@@ -16,16 +16,23 @@ ensure_system_packages
 ensure_tansu
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
 
-echo "== Python venv for the client tests and the S3 server (moto)"
+# A venv built from pinned requirements, rebuilt when they change.
+make_venv() {
+  local venv=$1 requirements=$2
+  if ! cmp -s "$requirements" "$venv/requirements.txt" 2>/dev/null; then
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$venv/requirements.txt"
+  fi
+}
+echo "== Python venvs for the client tests and the S3 server (moto)"
 venv="${RECON_VENV:-$HOME/.cache/recon-venv}"
-requirements=tests/python/requirements.txt
-if ! cmp -s "$requirements" "$venv/requirements.txt" 2>/dev/null; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
-  cp "$requirements" "$venv/requirements.txt"
-fi
+make_venv "$venv" tests/python/requirements.txt
+superset_venv="${RECON_SUPERSET_VENV:-$HOME/.cache/recon-venv-superset}"
+make_venv "$superset_venv" tests/python/requirements-superset.txt
 export MOTO_SERVER="$venv/bin/moto_server"
+export SUPERSET_PYTHON="$superset_venv/bin/python"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -38,6 +45,6 @@ echo "== cargo test (unit, sqllogictest, CPython fidelity, Flight SQL and Kafka 
 cargo build --quiet -p recon-server --bin recon -p recon-client --bin recon-cli
 cargo test --workspace
 
-echo "== Python ADBC tests against the recon binary"
+echo "== Python client tests (ADBC, pyarrow.flight, polars, SQLAlchemy, Superset, Harlequin) and the compose rehearsal against the recon binary"
 RECON_BIN="$CARGO_TARGET_DIR/debug/recon" "$venv/bin/python" -m pytest -q -p no:cacheprovider \
   -W ignore::Warning tests/python

@@ -247,8 +247,10 @@ async fn cpu_bound_queries_neither_freeze_the_server_nor_outlive_their_timeout()
         ("GetTables", metadata),
         ("/healthz", healthz),
     ] {
+        // Frozen, they took until the heavy queries' timeout; the bound
+        // leaves room for a loaded machine.
         assert!(
-            took < Duration::from_secs(2),
+            took < Duration::from_secs(5),
             "{what} took {took:?} while queries ran"
         );
     }

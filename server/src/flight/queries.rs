@@ -944,8 +944,10 @@ mod tests {
         assert!(e.cancel("nlj"));
         let err = collect(run).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::Cancelled);
+        // Without the slicer one probe batch (8,192 rows × 1 M) runs for
+        // minutes in a debug build; the bound leaves room for a loaded machine.
         assert!(
-            cancelled.elapsed() < Duration::from_secs(2),
+            cancelled.elapsed() < Duration::from_secs(10),
             "the cancel took {:?}",
             cancelled.elapsed()
         );

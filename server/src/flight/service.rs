@@ -164,10 +164,10 @@ impl ReconFlightSql {
     /// command.
     fn metadata_schema(&self, command: &Command) -> Option<SchemaRef> {
         Some(match command {
-            Command::CommandGetCatalogs(q) => q.clone().into_builder().schema(),
+            Command::CommandGetCatalogs(q) => q.into_builder().schema(),
             Command::CommandGetDbSchemas(q) => q.clone().into_builder().schema(),
             Command::CommandGetTables(q) => q.clone().into_builder().schema(),
-            Command::CommandGetTableTypes(q) => q.clone().into_builder().schema(),
+            Command::CommandGetTableTypes(q) => q.into_builder().schema(),
             Command::CommandGetSqlInfo(_) => self.sql_info.schema(),
             Command::CommandGetXdbcTypeInfo(_) => self.xdbc.schema(),
             Command::CommandGetPrimaryKeys(_) => Arc::new(primary_keys_schema()),

@@ -18,6 +18,7 @@
 //! changed rows pass [`MAX_DELTA_SHARE`] of the base, or when a batch input
 //! changed, the refresh is a full one again.
 
+pub mod delta;
 pub mod incremental;
 pub mod layers;
 

@@ -51,6 +51,9 @@ impl Connection {
         let mut endpoint =
             Endpoint::from_shared(url.clone())?.connect_timeout(Duration::from_secs(5));
         if self.tls {
+            // Built together with the server, rustls has both ring and
+            // aws-lc-rs (delta-rs brings the latter): name one, once.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             endpoint = endpoint.tls_config(ClientTlsConfig::new().with_enabled_roots())?;
         }
         let channel = endpoint

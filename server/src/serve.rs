@@ -102,6 +102,10 @@ pub async fn build_engine(config: &Config) -> anyhow::Result<Engine> {
 
 /// Binds the Flight SQL address and starts serving in the background.
 pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
+    // rustls is linked with both ring and aws-lc-rs (delta-rs brings the
+    // latter), so it cannot pick a process-wide provider itself: ring, as
+    // every config built here names explicitly. A second call is a no-op.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let Engine {
         queries: engine,
         ingest_tables,

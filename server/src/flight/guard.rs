@@ -18,9 +18,7 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use arrow_flight::{IpcMessage, SchemaAsIpc};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use futures::Stream;
 use prost::Message;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -132,10 +130,9 @@ impl<S: FlightService + Describe> FlightService for Guarded<S> {
     ) -> Result<Response<SchemaResult>, Status> {
         let command = descriptor_command(request.get_ref())?;
         let schema = self.0.describe(command, &request).await?;
-        let message: IpcMessage = SchemaAsIpc::new(&schema, &IpcWriteOptions::default())
-            .try_into()
-            .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?;
-        Ok(Response::new(SchemaResult { schema: message.0 }))
+        Ok(Response::new(SchemaResult {
+            schema: super::service::ipc_schema(&schema)?,
+        }))
     }
 
     async fn do_get(

@@ -291,7 +291,8 @@ fn batch_response(
     Ok(Response::new(Box::pin(stream)))
 }
 
-fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
+/// `schema` as an Arrow IPC schema message (prepared statements, GetSchema).
+pub(super) fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
     let message: IpcMessage = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
         .try_into()
         .map_err(|e| Status::internal(format!("cannot encode schema: {e}")))?;

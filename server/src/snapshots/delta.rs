@@ -211,6 +211,16 @@ mod tests {
         batches.iter().map(|b| b.num_rows() as i64).sum()
     }
 
+    /// `view`'s table in a fresh local warehouse, and a session that reaches it.
+    fn local_table(view: &str) -> (tempfile::TempDir, SessionContext, IndexTable) {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::open(dir.path().to_str().unwrap()).unwrap();
+        let ctx = SessionContext::new();
+        warehouse.register(ctx.runtime_env().as_ref());
+        let index = IndexTable::new(&warehouse, view);
+        (dir, ctx, index)
+    }
+
     fn record(kind: &str, rows: u64) -> RefreshRecord {
         RefreshRecord {
             run_id: format!("run-{kind}-{rows}"),
@@ -223,11 +233,7 @@ mod tests {
 
     #[tokio::test]
     async fn full_then_replace_where_then_time_travel() {
-        let dir = tempfile::tempdir().unwrap();
-        let warehouse = Warehouse::open(dir.path().to_str().unwrap()).unwrap();
-        let ctx = SessionContext::new();
-        warehouse.register(ctx.runtime_env().as_ref());
-        let index = IndexTable::new(&warehouse, "final_index");
+        let (_dir, ctx, index) = local_table("final_index");
         assert!(index.load().await.unwrap().is_none());
 
         let full = ctx
@@ -289,11 +295,7 @@ mod tests {
 
     #[tokio::test]
     async fn retention_keeps_the_newest_versions_readable() {
-        let dir = tempfile::tempdir().unwrap();
-        let warehouse = Warehouse::open(dir.path().to_str().unwrap()).unwrap();
-        let ctx = SessionContext::new();
-        warehouse.register(ctx.runtime_env().as_ref());
-        let index = IndexTable::new(&warehouse, "batch_index");
+        let (_dir, ctx, index) = local_table("batch_index");
         let mut table = None;
         for i in 1..=5 {
             let plan = ctx

@@ -9,13 +9,14 @@ import datetime
 import ipaddress
 import os
 import subprocess
+import sys
 import textwrap
 
 import adbc_driver_flightsql.dbapi as flightsql
 import polars as pl
 import pytest
 import sqlalchemy
-from conftest import PASSWORD, USER, free_port, start_server, stop_server
+from conftest import PASSWORD, USER, start_server, stop_server
 
 
 def port_of(uri):
@@ -115,7 +116,7 @@ def test_polars_read_database_uri_over_tls(tls_server):
         """
     )
     result = subprocess.run(
-        [os.sys.executable, "-c", script],
+        [sys.executable, "-c", script],
         env={**os.environ, "SSL_CERT_FILE": cert},
         capture_output=True,
         text=True,

@@ -29,7 +29,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
@@ -252,7 +251,6 @@ class Rehearsal:
         self.image = recon_image()
         self.network = Network(list(self.services) + ["client"])
         self.processes = {}
-        self.bin = {}
         bin_dir = os.path.dirname(binary)
         recon_bin = self._dir("image-recon")
         for name in ("recon", "recon-cli"):
@@ -413,7 +411,9 @@ def compose(tmp_path_factory):
 
 
 def credentials(compose):
-    env = read_env_file(os.path.join(DOCKER, ".env"))
+    """The login compose gives the generator (interpolated: docker/.env, or
+    the shell when it sets them)."""
+    env = environment(compose.services["generator"])
     return {"RECON_USER": env["RECON_USER"], "RECON_PASSWORD": env["RECON_PASSWORD"]}
 
 

@@ -23,7 +23,7 @@ pub const TABLES: [&str; 7] = [
 
 const INGEST_SQL: &str = "SELECT topic, partition, assigned, consumed_offset, high_watermark, \
      lag, records, rejects, last_flush, last_error FROM ingest_status ORDER BY partition";
-const SNAPSHOTS_SQL: &str = "SELECT view, run_id, created_at, rows, duration_ms \
+const SNAPSHOTS_SQL: &str = "SELECT view, version, kind, run_id, created_at, rows, duration_ms \
      FROM index_snapshots WHERE current ORDER BY view";
 
 /// Writes the overview to `out`. A section the server cannot answer (e.g. no

@@ -165,12 +165,8 @@ pub fn render(sources: &Sources<'_>) -> String {
         out,
         "# HELP recon_snapshot_rows Rows of the current snapshot.\n# TYPE recon_snapshot_rows gauge"
     );
-    let mut seen = Vec::new();
-    for s in sources.materializer.snapshots() {
-        if !seen.contains(&s.view) {
-            let _ = writeln!(out, "recon_snapshot_rows{{view=\"{}\"}} {}", s.view, s.rows);
-            seen.push(s.view);
-        }
+    for (view, rows) in sources.materializer.current_rows() {
+        let _ = writeln!(out, "recon_snapshot_rows{{view=\"{view}\"}} {rows}");
     }
     metric(
         &mut out,

@@ -2,6 +2,7 @@
 //! data set in the layouts the seed's Spark script writes, a recon server started
 //! on a free loopback port, and Flight SQL clients connected to it.
 
+pub mod delta;
 pub mod scale;
 
 use std::path::Path;
@@ -228,6 +229,32 @@ impl TestServer {
         self.server.stop().await.expect("clean stop");
         self.warehouse
     }
+}
+
+/// The gRPC status `sql` ends with (planning or streaming), or Ok with the row count.
+pub async fn status_of(raw: &mut FlightServiceClient<Channel>, sql: &str) -> Result<usize, tonic::Status> {
+    use arrow_flight::sql::ProstMessageExt;
+    use futures::StreamExt;
+    use prost::Message;
+    let cmd = arrow_flight::sql::CommandStatementQuery {
+        query: sql.to_owned(),
+        transaction_id: None,
+    };
+    let info = raw
+        .get_flight_info(arrow_flight::FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec()))
+        .await?
+        .into_inner();
+    let mut n = 0;
+    for endpoint in info.endpoint {
+        let ticket = endpoint
+            .ticket
+            .ok_or_else(|| tonic::Status::internal("no ticket"))?;
+        let mut stream = raw.do_get(ticket).await?.into_inner();
+        while let Some(data) = stream.next().await {
+            n += usize::from(!data?.data_body.is_empty());
+        }
+    }
+    Ok(n)
 }
 
 /// Runs a query through GetFlightInfo + DoGet and collects the batches.

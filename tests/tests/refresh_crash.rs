@@ -1,16 +1,16 @@
 //! A refresh killed with SIGKILL leaves the previous snapshot readable and
 //! complete: the `recon` binary refreshes `final_index` once, then, six times,
 //! starts another refresh and is killed at a random moment inside it. After each
-//! kill the manifest still names a snapshot whose files all exist; after the
-//! restart `final_index_snapshot` has every row and `index_snapshots` names
-//! the manifest's run. Even cycles kill at a random moment of the refresh, odd
-//! ones just after the new snapshot's folder appears; at least one kill must
-//! land while the new snapshot was being written (its half-written folder is
-//! found beside the manifest), and the next successful refresh removes such
-//! folders.
+//! kill the newest Delta commit is still a refresh's whose data files all exist;
+//! after the restart `final_index_snapshot` has every row and `index_snapshots`
+//! names that commit's run. Even cycles kill at a random moment of the refresh,
+//! odd ones just after the new version's first data file appears; at least one
+//! kill must land while data files were being written (files no commit names
+//! are found beside the table), and the next successful refresh vacuums them.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use arrow_flight::sql::client::FlightSqlServiceClient;
 use rand::{Rng, SeedableRng};
 use recon_integration_tests::scale::write_scale_warehouse;
 use recon_integration_tests::{
-    KillOnDrop, connect_when_listening, free_port, query, recon_serve, table,
+    KillOnDrop, connect_when_listening, delta, free_port, query, recon_serve, table,
 };
 use tonic::transport::Channel;
 
@@ -41,42 +41,21 @@ async fn start(warehouse: &Path) -> (KillOnDrop, FlightSqlServiceClient<Channel>
     (KillOnDrop(child), client)
 }
 
-fn snapshot_folders(warehouse: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(warehouse.join("output/final_index"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with("snapshot-"))
+/// (current run id, its files, data files no version in the log uses).
+async fn on_disk(warehouse: &Path) -> (String, Vec<String>, Vec<String>) {
+    let (version, run_id) = delta::current_refresh(warehouse, "final_index").await;
+    let files = delta::files_of(warehouse, "final_index", version).await;
+    let mut used = BTreeSet::new();
+    for v in delta::versions(warehouse, "final_index").await {
+        if v.refresh.is_some() {
+            used.extend(delta::files_of(warehouse, "final_index", v.version).await);
+        }
+    }
+    let orphans = delta::files_on_disk(warehouse, "final_index")
+        .difference(&used)
+        .cloned()
         .collect();
-    names.sort();
-    names
-}
-
-/// (current run id, its files, folders the manifest does not name).
-fn on_disk(warehouse: &Path) -> (String, Vec<String>, Vec<String>) {
-    let dir = warehouse.join("output/final_index");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("_manifest.json")).unwrap()).unwrap();
-    let current = &manifest["snapshots"][0];
-    let run_id = current["run_id"].as_str().unwrap().to_owned();
-    let location = current["location"].as_str().unwrap();
-    let files: Vec<String> = current["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| format!("{location}{}", f.as_str().unwrap()))
-        .collect();
-    let named: Vec<String> = manifest["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["run_id"].as_str().unwrap().to_owned())
-        .collect();
-    let orphans = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with("snapshot-") && !named.iter().any(|r| n.ends_with(r.as_str())))
-        .collect();
-    (run_id, files, orphans)
+    (run_id, files.into_iter().collect(), orphans)
 }
 
 async fn snapshot_state(client: &mut FlightSqlServiceClient<Channel>) -> (String, String) {
@@ -129,10 +108,12 @@ async fn killed_refresh_keeps_the_previous_snapshot() {
             // Any moment of the refresh.
             tokio::time::sleep(refresh_time.mul_f64(rng.random_range(0.1..1.0))).await;
         } else {
-            // Just after the new snapshot's folder appears: mid-write.
-            let known = snapshot_folders(warehouse.path());
+            // Just after the new version's first data file appears: mid-write.
+            let known = delta::files_on_disk(warehouse.path(), "final_index");
             let deadline = Instant::now() + Duration::from_secs(60);
-            while snapshot_folders(warehouse.path()) == known && Instant::now() < deadline {
+            while delta::files_on_disk(warehouse.path(), "final_index") == known
+                && Instant::now() < deadline
+            {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             tokio::time::sleep(Duration::from_millis(rng.random_range(0..20))).await;
@@ -141,10 +122,10 @@ async fn killed_refresh_keeps_the_previous_snapshot() {
         server.0.wait().unwrap();
         refresh.abort();
 
-        let (run_id, files, orphans) = on_disk(warehouse.path());
+        let (run_id, files, orphans) = on_disk(warehouse.path()).await;
         for file in &files {
             assert!(
-                warehouse.path().join(file).is_file(),
+                warehouse.path().join("output/final_index").join(file).is_file(),
                 "cycle {cycle}: {file} missing"
             );
         }
@@ -156,7 +137,7 @@ async fn killed_refresh_keeps_the_previous_snapshot() {
         assert_eq!(count, expected_count, "cycle {cycle}: snapshot incomplete");
         assert!(
             run.contains(&run_id),
-            "cycle {cycle}: {run} is not the manifest's {run_id}"
+            "cycle {cycle}: {run} is not the newest commit's {run_id}"
         );
     }
     assert!(
@@ -169,6 +150,6 @@ async fn killed_refresh_keeps_the_previous_snapshot() {
         .execute_update("REFRESH INDEX final_index".into(), None)
         .await
         .unwrap();
-    let (_, _, orphans) = on_disk(warehouse.path());
+    let (_, _, orphans) = on_disk(warehouse.path()).await;
     assert!(orphans.is_empty(), "left behind: {orphans:?}");
 }

@@ -12,11 +12,12 @@ use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
 use futures::StreamExt;
 use prost::Message;
 use recon_integration_tests::{
+    status_of,
     ReconProcess, free_port, http_request, query, recon_binary, rows, serve_args,
     write_sample_warehouse,
 };
 use tonic::transport::Channel;
-use tonic::{Code, Status};
+use tonic::Code;
 
 /// A `recon serve` over a fresh sample warehouse with `extra` flags.
 struct Server {
@@ -85,29 +86,6 @@ impl Server {
         tokio::time::sleep(window).await;
         (self.cpu_seconds() - before) / window.as_secs_f64()
     }
-}
-
-/// The gRPC status `sql` ends with (planning or streaming), or Ok with the row count.
-async fn status_of(raw: &mut FlightServiceClient<Channel>, sql: &str) -> Result<usize, Status> {
-    let cmd = CommandStatementQuery {
-        query: sql.to_owned(),
-        transaction_id: None,
-    };
-    let info = raw
-        .get_flight_info(FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec()))
-        .await?
-        .into_inner();
-    let mut n = 0;
-    for endpoint in info.endpoint {
-        let ticket = endpoint
-            .ticket
-            .ok_or_else(|| Status::internal("no ticket"))?;
-        let mut stream = raw.do_get(ticket).await?.into_inner();
-        while let Some(data) = stream.next().await {
-            n += usize::from(!data?.data_body.is_empty());
-        }
-    }
-    Ok(n)
 }
 
 async fn refused(raw: &mut FlightServiceClient<Channel>, sql: &str) -> (Code, String) {

@@ -1,10 +1,12 @@
 //! Materialised index snapshots through Flight SQL: `REFRESH INDEX` as an
 //! update, as a query, as a prepared statement and as a Flight action;
 //! `<view>_snapshot` equals the view at refresh time; `index_snapshots`; the
-//! retention count; leftovers of an interrupted refresh; a restart;
-//! incremental refreshes after new and updated transactions (only their rows
-//! recomputed, the snapshot still equal to the view), and what makes a refresh
-//! full again.
+//! retention count (old versions' files vacuumed, time travel refused with the
+//! readable range); leftovers of an interrupted refresh; a restart; time
+//! travel with `index_at`; incremental refreshes after new and updated
+//! transactions (only their rows recomputed, the snapshot still equal to the
+//! view), and what makes a refresh full again; the upgrade of a warehouse
+//! written in the layout before Delta Lake.
 
 use arrow::array::{Array, StringArray};
 use arrow_flight::Action;
@@ -12,7 +14,7 @@ use futures::TryStreamExt;
 use recon_integration_tests::scale::{
     append_scale_transactions, append_status_updates, write_scale_warehouse,
 };
-use recon_integration_tests::{TestServer, first_row, query, rows, table};
+use recon_integration_tests::{TestServer, delta, first_row, query, rows, status_of, table};
 use tonic::Code;
 
 const TRANSACTIONS: usize = 3_000;
@@ -30,17 +32,22 @@ async fn count(
     table(&query(client, sql).await.expect(sql))
 }
 
-fn snapshot_folders(server: &TestServer, view: &str) -> Vec<String> {
-    let dir = server.warehouse.path().join("output").join(view);
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.expect("entry").file_name().into_string().expect("utf8"))
-                .filter(|n| n.starts_with("snapshot-"))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names
+/// The data files in `view`'s folder are exactly those its readable refresh
+/// versions use (nothing vacuumed too early, nothing left behind).
+async fn assert_files_are_the_kept_versions(server: &TestServer, view: &str, kept: usize) {
+    let root = server.warehouse.path();
+    let refreshes: Vec<u64> = delta::versions(root, view)
+        .await
+        .into_iter()
+        .filter(|v| v.refresh.is_some())
+        .map(|v| v.version)
+        .take(kept)
+        .collect();
+    let mut used = std::collections::BTreeSet::new();
+    for version in refreshes {
+        used.extend(delta::files_of(root, view, version).await);
+    }
+    assert_eq!(delta::files_on_disk(root, view), used, "{view}");
 }
 
 #[tokio::test]
@@ -128,11 +135,12 @@ async fn refresh_as_update_query_prepared_and_action() {
     assert_eq!(snapshot["view"], "final_index");
     assert_eq!(snapshot["rows"].as_i64(), Some(written));
 
-    // index_snapshots: two kept for final_index (retention 2), the newest current.
+    // index_snapshots: two refreshes of final_index (retention 2), the newest current.
     let listed = count(
         &mut client,
         "SELECT view, count(*) AS kept, sum(CASE WHEN current THEN 1 ELSE 0 END) AS current \
-         FROM index_snapshots GROUP BY view ORDER BY view",
+         FROM index_snapshots WHERE kind IN ('full', 'incremental') AND readable \
+         GROUP BY view ORDER BY view",
     )
     .await;
     assert!(
@@ -153,12 +161,62 @@ async fn refresh_as_update_query_prepared_and_action() {
         "{current}"
     );
 
-    // A third refresh retires the oldest folder.
+    // Time travel: the first refresh's version, by number and by its time.
+    let first = count(
+        &mut client,
+        "SELECT version, created_at FROM index_snapshots \
+         WHERE view = 'final_index' AND kind = 'full' ORDER BY version LIMIT 1",
+    )
+    .await;
+    let first_version: u64 = first_row(&first)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let at_first = format!("SELECT count(*) AS n FROM index_at('final_index', {first_version})");
+    assert_eq!(
+        count(&mut client, &at_first).await,
+        table(&live),
+        "{first}"
+    );
+    assert_eq!(snapshot["version"].as_u64(), Some(first_version + 1));
+    // The version current a moment after the first commit is the first one.
+    let first_at = first_row(&first).split_whitespace().nth(1).unwrap().to_owned();
+    let at_time = count(
+        &mut client,
+        &format!(
+            "SELECT count(*) AS n FROM index_at('final_index', \
+               TIMESTAMP '{first_at}' + INTERVAL '1 millisecond')"
+        ),
+    )
+    .await;
+    assert_eq!(at_time, table(&live), "{first_at}");
+
+    // A third refresh: the first version's files are vacuumed, and reading
+    // it is refused with the versions that are readable.
     client
         .execute_update("REFRESH INDEX final_index FULL".into(), None)
         .await
         .unwrap();
-    assert_eq!(snapshot_folders(&server, "final_index").len(), 2);
+    assert_files_are_the_kept_versions(&server, "final_index", 2).await;
+    let mut raw = server.flight_client().await;
+    let gone = status_of(&mut raw, &at_first).await.unwrap_err();
+    assert_eq!(gone.code(), Code::InvalidArgument, "{gone}");
+    assert!(
+        gone.message()
+            .contains(&format!("version {first_version} of final_index is not kept")),
+        "{gone}"
+    );
+    for bad in [
+        "SELECT * FROM index_at('nope', 1)",
+        "SELECT * FROM index_at('final_index')",
+        "SELECT * FROM index_at('final_index', 'yesterday-ish')",
+        "SELECT * FROM index_at('final_index', TIMESTAMP '2001-01-01 00:00:00')",
+    ] {
+        let err = status_of(&mut raw, bad).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad}: {err}");
+    }
     server.stop().await;
 }
 
@@ -201,13 +259,12 @@ async fn leftovers_are_removed_and_snapshots_survive_a_restart() {
         "SELECT run_id, rows FROM index_snapshots WHERE current AND view = 'final_index'",
     )
     .await;
-    // What a refresh killed mid-write leaves: a folder the manifest does not name.
+    // What a refresh killed mid-write leaves: a data file no commit names.
     let leftover = server
         .warehouse
         .path()
-        .join("output/final_index/snapshot-killed");
-    std::fs::create_dir_all(&leftover).unwrap();
-    std::fs::write(leftover.join("part-0.parquet"), b"half a file").unwrap();
+        .join("output/final_index/part-00000-killed-c000.zstd.parquet");
+    std::fs::write(&leftover, b"half a file").unwrap();
     assert_eq!(
         count(&mut client, "SELECT count(*) FROM final_index_snapshot")
             .await
@@ -240,7 +297,7 @@ async fn leftovers_are_removed_and_snapshots_survive_a_restart() {
         !leftover.exists(),
         "the next refresh removes what a killed one left"
     );
-    assert_eq!(snapshot_folders(&server, "final_index").len(), 2);
+    assert_files_are_the_kept_versions(&server, "final_index", 3).await;
     server.stop().await;
 }
 
@@ -274,7 +331,7 @@ async fn current_kind(
     client: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
     view: &str,
 ) -> String {
-    let sql = format!("SELECT kind, layers FROM index_snapshots WHERE current AND view = '{view}'");
+    let sql = format!("SELECT kind FROM index_snapshots WHERE current AND view = '{view}'");
     first_row(&count(client, &sql).await)
 }
 
@@ -287,7 +344,7 @@ async fn incremental_refresh_recomputes_only_changed_transactions() {
             .execute_update(format!("REFRESH INDEX {view}"), None)
             .await
             .unwrap();
-        assert_eq!(current_kind(&mut client, view).await, "full 1");
+        assert_eq!(current_kind(&mut client, view).await, "full");
     }
     // 40 new transactions and a later event for 25 existing ones arrive.
     let warehouse = server.stop_keeping_warehouse().await;
@@ -306,7 +363,7 @@ async fn incremental_refresh_recomputes_only_changed_transactions() {
             .execute_update(format!("REFRESH INDEX {view}"), None)
             .await
             .unwrap();
-        assert_eq!(current_kind(&mut client, view).await, "incremental 2");
+        assert_eq!(current_kind(&mut client, view).await, "incremental");
         // Exactly the changed transactions' rows were written.
         let changed = count(
             &mut client,
@@ -341,11 +398,30 @@ async fn incremental_refresh_recomputes_only_changed_transactions() {
     assert_eq!(written, 0);
     assert_eq!(
         current_kind(&mut client, "final_index").await,
-        "incremental 3"
+        "incremental"
     );
     assert_eq!(difference(&mut client, "final_index").await, "0 0");
+    // The version before the incremental one still has the old rows (the
+    // updated transactions' earlier statuses, most not REFUNDED).
+    let refreshes: Vec<u64> = delta::versions(server.warehouse.path(), "final_index")
+        .await
+        .into_iter()
+        .filter(|v| v.refresh.is_some())
+        .map(|v| v.version)
+        .collect();
+    let before = count(
+        &mut client,
+        &format!(
+            "SELECT count(*) AS n FROM index_at('final_index', {}) \
+             WHERE transaction_id IN ({updated_ids}) AND status <> 'REFUNDED'",
+            refreshes[1]
+        ),
+    )
+    .await;
+    let before: i64 = first_row(&before).trim().parse().unwrap();
+    assert!(before > 0, "{refreshes:?}");
 
-    // A layered snapshot survives a restart.
+    // An incremental version survives a restart.
     let warehouse = server.stop_keeping_warehouse().await;
     let server = TestServer::start_in(warehouse, |_| {}).await;
     let mut client = server.sql_client().await;
@@ -363,14 +439,70 @@ async fn incremental_refresh_recomputes_only_changed_transactions() {
         .execute_update("REFRESH INDEX final_index".into(), None)
         .await
         .unwrap();
-    assert_eq!(current_kind(&mut client, "final_index").await, "full 1");
+    assert_eq!(current_kind(&mut client, "final_index").await, "full");
     assert_eq!(difference(&mut client, "final_index").await, "0 0");
     // FULL forces a full refresh.
     client
         .execute_update("REFRESH INDEX batch_index FULL".into(), None)
         .await
         .unwrap();
-    assert_eq!(current_kind(&mut client, "batch_index").await, "full 1");
+    assert_eq!(current_kind(&mut client, "batch_index").await, "full");
     assert_eq!(difference(&mut client, "batch_index").await, "0 0");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_warehouse_of_the_layout_before_delta_upgrades() {
+    let server = server(3).await;
+    let mut client = server.sql_client().await;
+    let rows_now = query(&mut client, "SELECT * FROM final_index").await.unwrap();
+    let warehouse = server.stop_keeping_warehouse().await;
+    // What recon wrote before Delta Lake: snapshot folders and a manifest
+    // naming them, newest first.
+    let dir = warehouse.path().join("output/final_index");
+    let batch = arrow::compute::concat_batches(&rows_now[0].schema(), &rows_now).unwrap();
+    for run in ["20261101T000000000Z-old1", "20261102T000000000Z-old2"] {
+        std::fs::create_dir_all(dir.join(format!("snapshot-{run}"))).unwrap();
+        recon_integration_tests::write_parquet(
+            &dir.join(format!("snapshot-{run}/part-0.parquet")),
+            &batch,
+        );
+    }
+    let manifest = serde_json::json!({"snapshots": [
+        {"view": "final_index", "run_id": "20261102T000000000Z-old2", "created_at_ms": 1,
+         "rows": batch.num_rows(), "duration_ms": 1,
+         "location": "output/final_index/snapshot-20261102T000000000Z-old2/",
+         "files": ["part-0.parquet"]},
+        {"view": "final_index", "run_id": "20261101T000000000Z-old1", "created_at_ms": 0,
+         "rows": batch.num_rows(), "duration_ms": 1,
+         "location": "output/final_index/snapshot-20261101T000000000Z-old1/",
+         "files": ["part-0.parquet"]}
+    ]});
+    std::fs::write(dir.join("_manifest.json"), manifest.to_string()).unwrap();
+
+    // The old snapshot is served until the first refresh.
+    let server = TestServer::start_in(warehouse, |_| {}).await;
+    let mut client = server.sql_client().await;
+    assert_eq!(
+        count(&mut client, "SELECT count(*) AS n FROM final_index_snapshot").await,
+        count(&mut client, "SELECT count(*) AS n FROM final_index").await
+    );
+    assert_eq!(difference(&mut client, "final_index").await, "0 0");
+    assert_eq!(current_kind(&mut client, "final_index").await, "legacy");
+
+    // The first refresh writes the Delta table and removes the old layout.
+    client
+        .execute_update("REFRESH INDEX final_index".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(current_kind(&mut client, "final_index").await, "full");
+    assert_eq!(difference(&mut client, "final_index").await, "0 0");
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("snapshot-") || n == "_manifest.json")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_files_are_the_kept_versions(&server, "final_index", 3).await;
     server.stop().await;
 }

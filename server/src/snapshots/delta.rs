@@ -8,18 +8,32 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
+use datafusion::common::Column;
+use datafusion::logical_expr::{LogicalPlanBuilder, cast};
 use datafusion::catalog::{Session, TableProvider};
+use deltalake::kernel::StructType;
+use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use deltalake::delta_datafusion::planner::DeltaPlanner;
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::logstore::{LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig};
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use deltalake::operations::vacuum::VacuumMode;
+use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use futures::{StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
 use crate::warehouse::Warehouse;
+
+/// Zstandard level of the data files: fast to write, compact to read.
+pub const SNAPSHOT_ZSTD_LEVEL: i32 = 1;
 
 /// The key of recon's own entry in a commit's `commitInfo`.
 pub const COMMIT_KEY: &str = "recon";
@@ -31,10 +45,9 @@ pub struct RefreshRecord {
     pub run_id: String,
     /// `full` or `incremental`.
     pub kind: String,
-    /// Rows the refresh wrote.
-    pub rows: u64,
-    /// How long computing and writing took, before the commit.
-    pub duration_ms: u64,
+    /// When the refresh started, milliseconds since the epoch (its duration
+    /// ends at the commit's timestamp).
+    pub started_at_ms: i64,
     /// The refresh's inputs, for the next incremental refresh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inputs: Option<serde_json::Value>,
@@ -49,12 +62,129 @@ pub struct Version {
     pub timestamp_ms: i64,
     /// Delta's operation (`WRITE`, `VACUUM END`, …).
     pub operation: String,
+    /// Rows the commit added, from delta-rs's operation metrics.
+    pub rows_added: u64,
     /// recon's record, for the commits of refreshes.
     pub refresh: Option<RefreshRecord>,
 }
 
 fn delta_error(e: deltalake::DeltaTableError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
+}
+
+/// Version `version` from its commit file: the `commitInfo` line's time,
+/// operation and recon record (a commit without one reads as an unnamed operation).
+fn commit_version(version: u64, commit: &[u8]) -> Version {
+    let info = commit
+        .split(|b| *b == b'\n')
+        .filter_map(|line| serde_json::from_slice::<serde_json::Value>(line).ok())
+        .find_map(|mut action| action.get_mut("commitInfo").map(serde_json::Value::take))
+        .unwrap_or_default();
+    Version {
+        version,
+        timestamp_ms: info["timestamp"].as_i64().unwrap_or(0),
+        operation: info["operation"].as_str().unwrap_or_default().to_owned(),
+        rows_added: info["operationMetrics"]["num_added_rows"]
+            .as_u64()
+            .unwrap_or(0),
+        refresh: serde_json::from_value(info[COMMIT_KEY].clone()).ok(),
+    }
+}
+
+/// delta-rs finds a table's log store by URL scheme and knows only local
+/// and in-memory ones without its cloud features; recon hands it the
+/// warehouse's own store, so S3 needs only delta-rs's default log store
+/// (commits as create-only puts, which S3 and MinIO honour).
+fn register_log_stores() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for scheme in ["s3://", "s3a://"] {
+            if let Ok(url) = url::Url::parse(scheme) {
+                deltalake::logstore::logstore_factories()
+                    .insert(url, Arc::new(DefaultLogStores) as Arc<dyn LogStoreFactory>);
+            }
+        }
+    });
+}
+
+/// [`register_log_stores`]' factory: delta-rs's default log store.
+struct DefaultLogStores;
+
+impl LogStoreFactory for DefaultLogStores {
+    fn with_options(
+        &self,
+        prefixed_store: ObjectStoreRef,
+        root_store: ObjectStoreRef,
+        location: &url::Url,
+        options: &StorageConfig,
+    ) -> deltalake::DeltaResult<Arc<dyn LogStore>> {
+        Ok(deltalake::logstore::default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
+    }
+}
+
+/// Delta's type for timestamps of every unit and zone: microseconds, UTC. A
+/// timestamp without a zone is read as UTC (DESIGN §3), so the table needs
+/// no `timestampNtz` feature and keeps protocol reader 1 / writer 2, which
+/// every Delta reader accepts.
+fn delta_timestamp() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// `plan` with its timestamp columns cast to [`delta_timestamp`].
+fn with_delta_types(plan: LogicalPlan) -> Result<LogicalPlan> {
+    let schema = plan.schema().clone();
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| matches!(f.data_type(), DataType::Timestamp(..)))
+    {
+        return Ok(plan);
+    }
+    let columns = schema.iter().map(|(qualifier, field)| {
+        let column = Expr::Column(Column::new(qualifier.cloned(), field.name()));
+        match field.data_type() {
+            DataType::Timestamp(..) => cast(column, delta_timestamp()).alias(field.name()),
+            _ => column,
+        }
+    });
+    LogicalPlanBuilder::from(plan).project(columns)?.build()
+}
+
+/// The schema `<view>_snapshot` has for a view of `schema`: what reading the
+/// Delta table gives (Delta's types, strings as views).
+pub fn reader_schema(schema: &Schema) -> Result<SchemaRef> {
+    let external = |e: datafusion::arrow::error::ArrowError| {
+        DataFusionError::External(Box::new(e))
+    };
+    let written = Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Timestamp(..) => {
+                    Arc::new(f.as_ref().clone().with_data_type(delta_timestamp()))
+                }
+                _ => Arc::clone(f),
+            })
+            .collect::<Vec<_>>(),
+    );
+    let kernel: StructType = (&written).try_into_kernel().map_err(external)?;
+    let read: Schema = (&kernel).try_into_arrow().map_err(external)?;
+    let fields = read.fields().iter().map(|f| match f.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 => {
+            Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View))
+        }
+        DataType::Binary | DataType::LargeBinary => {
+            Arc::new(f.as_ref().clone().with_data_type(DataType::BinaryView))
+        }
+        _ => Arc::clone(f),
+    });
+    Ok(Arc::new(Schema::new(fields.collect::<Vec<_>>())))
 }
 
 /// A view's Delta table in the warehouse.
@@ -74,6 +204,7 @@ impl IndexTable {
     }
 
     fn builder(&self) -> Result<DeltaTableBuilder> {
+        register_log_stores();
         let url = self.warehouse.url(&self.location)?;
         Ok(DeltaTableBuilder::from_url(url.clone())
             .map_err(delta_error)?
@@ -128,64 +259,102 @@ impl IndexTable {
         let session = SessionStateBuilder::new_from_existing(session.clone())
             .with_query_planner(DeltaPlanner::new())
             .build();
+        let compression = ZstdLevel::try_new(SNAPSHOT_ZSTD_LEVEL)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let mut write = table
             .write(Vec::new())
-            .with_input_plan(plan)
+            .with_input_plan(with_delta_types(plan)?)
             .with_session_state(Arc::new(session))
             .with_save_mode(SaveMode::Overwrite)
+            .with_writer_properties(
+                WriterProperties::builder()
+                    .set_compression(Compression::ZSTD(compression))
+                    .build(),
+            )
             .with_commit_properties(
                 CommitProperties::default().with_metadata([(COMMIT_KEY.to_owned(), metadata)]),
             );
-        if let Some(predicate) = replace {
-            write = write.with_replace_where(predicate);
-        }
+        write = match replace {
+            Some(predicate) => write.with_replace_where(predicate),
+            // A full refresh may follow a change of the view's SQL.
+            None => write.with_schema_mode(SchemaMode::Overwrite),
+        };
         write.await.map_err(delta_error)
     }
 
-    /// Every version still in the log, newest first.
-    pub async fn history(table: &DeltaTable) -> Result<Vec<Version>> {
-        let commits: Vec<_> = table
-            .history(None)
+    /// Every version still in the log, newest first: each commit file of
+    /// `_delta_log/` (its number is the version) with its `commitInfo`.
+    pub async fn history(&self) -> Result<Vec<Version>> {
+        let log = self
+            .warehouse
+            .path(&format!("{}_delta_log/", self.location))?;
+        let store = self.warehouse.store();
+        let mut commits: Vec<(u64, object_store::path::Path)> = store
+            .list(Some(&log))
+            .try_filter_map(|meta| async move {
+                let version = meta
+                    .location
+                    .filename()
+                    .and_then(|name| name.strip_suffix(".json"))
+                    .filter(|digits| digits.len() == 20)
+                    .and_then(|digits| digits.parse::<u64>().ok());
+                Ok(version.map(|v| (v, meta.location)))
+            })
+            .try_collect()
+            .await?;
+        commits.sort_unstable_by_key(|(v, _)| std::cmp::Reverse(*v));
+        futures::stream::iter(commits)
+            .map(|(version, path)| {
+                let store = Arc::clone(&store);
+                async move {
+                    let bytes = store.get(&path).await?.bytes().await?;
+                    Ok::<_, DataFusionError>(commit_version(version, &bytes))
+                }
+            })
+            .buffered(8)
             .try_collect()
             .await
-            .map_err(delta_error)?;
-        let newest = table.version().unwrap_or(0);
-        Ok(commits
-            .into_iter()
-            .zip((0..=newest).rev())
-            .map(|(c, version)| Version {
-                version,
-                timestamp_ms: c.timestamp.unwrap_or(0),
-                operation: c.operation.clone().unwrap_or_default(),
-                refresh: c
-                    .info
-                    .get(COMMIT_KEY)
-                    .and_then(|v| serde_json::from_value(v.clone()).ok()),
-            })
-            .collect())
     }
 
-    /// Keeps the newest `keep` versions readable: data files no kept version
-    /// uses are vacuumed, the log is checkpointed, and commit files older than
-    /// the checkpoint go once past the table's log retention.
-    pub async fn retain(table: DeltaTable, keep: usize) -> Result<DeltaTable> {
+    /// The version `version` as its commit describes it.
+    pub async fn version_info(&self, version: u64) -> Result<Version> {
+        let path = self.warehouse.path(&format!(
+            "{}_delta_log/{version:020}.json",
+            self.location
+        ))?;
+        let bytes = self.warehouse.store().get(&path).await?.bytes().await?;
+        Ok(commit_version(version, &bytes))
+    }
+
+    /// Keeps the versions from `oldest` on readable: a checkpoint of the
+    /// newest version, data files no kept version uses vacuumed (with them
+    /// whatever a failed or killed write left), and log entries before the
+    /// newest checkpoint at or below `oldest` removed.
+    pub async fn retain(table: DeltaTable, oldest: u64) -> Result<DeltaTable> {
         let newest = table.version().unwrap_or(0);
-        let oldest = newest.saturating_sub(keep.max(1) as u64 - 1);
-        let kept: Vec<u64> = (oldest..=newest).collect();
+        deltalake::checkpoints::create_checkpoint(&table, None)
+            .await
+            .map_err(delta_error)?;
+        let kept: Vec<u64> = (oldest.min(newest)..=newest).collect();
         let (table, metrics) = table
             .vacuum()
             .with_keep_versions(&kept)
+            // Full: also the files of writes that never committed.
+            .with_mode(VacuumMode::Full)
             .with_retention_period(chrono::Duration::zero())
             .with_enforce_retention_duration(false)
             .await
             .map_err(delta_error)?;
         tracing::debug!(deleted = metrics.files_deleted.len(), "vacuumed");
-        deltalake::checkpoints::create_checkpoint(&table, None)
-            .await
-            .map_err(delta_error)?;
-        deltalake::checkpoints::cleanup_metadata(&table, None)
-            .await
-            .map_err(delta_error)?;
+        let removed = deltalake::checkpoints::cleanup_expired_logs_for(
+            oldest,
+            table.log_store().as_ref(),
+            chrono::Utc::now().timestamp_millis(),
+            None,
+        )
+        .await
+        .map_err(delta_error)?;
+        tracing::debug!(removed, "log entries removed");
         Ok(table)
     }
 
@@ -225,8 +394,7 @@ mod tests {
         RefreshRecord {
             run_id: format!("run-{kind}-{rows}"),
             kind: kind.into(),
-            rows,
-            duration_ms: 1,
+            started_at_ms: 1,
             inputs: Some(serde_json::json!({"next_offsets": {"0": 5}})),
         }
     }
@@ -282,11 +450,12 @@ mod tests {
         // 1..1000 summed, with 1..10 multiplied by 100.
         assert!(sum.contains(&(500_500 + 55 * 99).to_string()), "{sum}");
 
-        let history = IndexTable::history(&table).await.unwrap();
+        let history = index.history().await.unwrap();
         assert_eq!(history.len(), 2);
         assert_eq!(history[0].version, 1);
         assert_eq!(history[0].refresh.as_ref().unwrap().kind, "incremental");
-        assert_eq!(history[1].refresh.as_ref().unwrap().rows, 1000);
+        assert_eq!(history[1].refresh.as_ref().unwrap().run_id, "run-full-1000");
+        assert_eq!((history[0].rows_added, history[1].rows_added), (10, 1000));
 
         let v0 = index.load_version(0).await.unwrap();
         let provider = IndexTable::provider(&v0, &ctx.state()).await.unwrap();
@@ -296,31 +465,70 @@ mod tests {
     #[tokio::test]
     async fn retention_keeps_the_newest_versions_readable() {
         let (_dir, ctx, index) = local_table("batch_index");
-        let mut table = None;
+        // As the materializer does: after each write, keep the newest two writes.
+        let mut writes = Vec::new();
         for i in 1..=5 {
             let plan = ctx
                 .sql(&format!("SELECT value AS v FROM generate_series(1, {i})"))
                 .await
                 .unwrap()
                 .into_unoptimized_plan();
-            table = Some(
-                index
-                    .write(&ctx.state(), plan, None, &record("full", i))
-                    .await
-                    .unwrap(),
-            );
+            let table = index
+                .write(&ctx.state(), plan, None, &record("full", i))
+                .await
+                .unwrap();
+            writes.push((table.version().unwrap(), i));
+            let oldest = writes[writes.len().saturating_sub(2)].0;
+            IndexTable::retain(table, oldest).await.unwrap();
         }
-        let table = IndexTable::retain(table.unwrap(), 2).await.unwrap();
-        // Versions 3 and 4 (2 and 5 rows... 4 and 5 rows) stay readable, 0..=2 do not.
-        for version in [3, 4] {
-            let t = index.load_version(version).await.unwrap();
+        let history = index.history().await.unwrap();
+        let refreshes: Vec<u64> = history
+            .iter()
+            .filter(|v| v.refresh.is_some())
+            .map(|v| v.version)
+            .collect();
+        let kept: Vec<u64> = writes[3..].iter().rev().map(|(v, _)| *v).collect();
+        assert_eq!(refreshes, kept, "{history:?}");
+        assert!(
+            history.iter().any(|v| v.operation.starts_with("VACUUM")),
+            "{history:?}"
+        );
+        for (version, rows) in &writes[3..] {
+            let t = index.load_version(*version).await.unwrap();
             let provider = IndexTable::provider(&t, &ctx.state()).await.unwrap();
-            assert_eq!(count(&ctx, provider).await, version as i64 + 1);
+            assert_eq!(count(&ctx, provider).await, *rows as i64);
         }
-        let old = index.load_version(1).await.unwrap();
-        let provider = IndexTable::provider(&old, &ctx.state()).await.unwrap();
-        let read = ctx.read_table(provider).unwrap().collect().await;
-        assert!(read.is_err(), "version 1's files should be gone");
-        assert!(table.version().unwrap() >= 4);
+        // The oldest writes' commits and files are gone.
+        assert!(index.load_version(writes[1].0).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn readers_get_the_schema_reader_schema_predicts() {
+        let (_dir, ctx, index) = local_table("merchant_daily_kpi");
+        let frame = ctx
+            .sql(
+                "SELECT arrow_cast('m', 'Utf8View') AS merchant_id, CAST('2026-11-30' AS DATE) AS day, \
+                 CAST(1.5 AS DECIMAL(12, 2)) AS value, now() AS at, \
+                 arrow_cast(now(), 'Timestamp(Microsecond, None)') AS local_at, 3 AS n",
+            )
+            .await
+            .unwrap();
+        let predicted = reader_schema(frame.schema().as_arrow()).unwrap();
+        let table = index
+            .write(&ctx.state(), frame.into_unoptimized_plan(), None, &record("full", 1))
+            .await
+            .unwrap();
+        let provider = IndexTable::provider(&table, &ctx.state()).await.unwrap();
+        // Delta's reader 1 / writer 2: no table feature (timestampNtz) needed.
+        let log = std::fs::read_to_string(
+            _dir.path()
+                .join("output/merchant_daily_kpi/_delta_log/00000000000000000000.json"),
+        )
+        .unwrap();
+        assert!(
+            log.contains(r#"{"protocol":{"minReaderVersion":1,"minWriterVersion":2}}"#),
+            "{log}"
+        );
+        assert_eq!(provider.schema().fields(), predicted.fields());
     }
 }

@@ -1,65 +1,61 @@
-//! Materialised snapshots of the index views (DESIGN §4): a refresh computes a
-//! view and writes it as Parquet under `output/<view>/snapshot-<run id>/`, then
-//! switches `output/<view>/_manifest.json` (one atomic put) to name the new
-//! snapshot. Readers only follow the manifest, so they never see a partial
-//! snapshot, and a refresh that fails or is killed leaves the previous one in
-//! place (its half-written folder is removed by the next refresh). The manifest
-//! keeps the newest `snapshot_retention` snapshots; older folders are deleted.
+//! Materialised snapshots of the index views (DESIGN §4): each view's output
+//! folder `output/<view>/` is a Delta Lake table ([`delta`]), and a refresh is
+//! one commit to it — an Overwrite for a full refresh, an Overwrite of the
+//! changed transactions' rows (replace-where) for an incremental one. Delta's
+//! commit protocol means readers, recon's and any other Delta reader's (Spark,
+//! DuckDB, polars, pandas), never see a half-written snapshot, and a refresh
+//! that fails or is killed leaves the previous version current; its stray files
+//! go at the next vacuum.
 //!
-//! The newest snapshot is the table `<view>_snapshot`; every kept snapshot is a
-//! row of `index_snapshots`. A refresh runs on demand ([`Materializer::refresh`],
-//! reached through `REFRESH INDEX <view> [FULL]` and the `RefreshIndex` Flight
-//! action) and on a schedule ([`Materializer::run_schedule`]).
+//! The current version is the table `<view>_snapshot`; every version still in
+//! the log is a row of `index_snapshots`, and the kept ones are readable with
+//! the table function `index_at` ([`time_travel`]). A refresh runs on demand
+//! ([`Materializer::refresh`], reached through `REFRESH INDEX <view> [FULL]`
+//! and the `RefreshIndex` Flight action) and on a schedule
+//! ([`Materializer::run_schedule`]). After each refresh the newest
+//! `snapshot_retention` refreshes stay readable: older data files are vacuumed
+//! and the log is checkpointed and cleaned.
 //!
 //! `batch_index` and `final_index` refresh incrementally when they can
 //! ([`incremental`]): only the transactions with new events since the previous
-//! snapshot are recomputed and written as a new layer over the previous
-//! snapshot's layers ([`layers`]); after [`MAX_LAYERS`] layers, when the
-//! changed rows pass [`MAX_DELTA_SHARE`] of the base, or when a batch input
-//! changed, the refresh is a full one again.
+//! refresh are recomputed; when a batch input changed, or the changed
+//! transactions pass [`MAX_DELTA_SHARE`] of the table, the refresh is full.
+//! A warehouse of the layout before Delta Lake ([`legacy`]) keeps serving its
+//! newest old snapshot until the first refresh, which removes the old folders.
 
 pub mod delta;
+pub mod history;
 pub mod incremental;
-pub mod layers;
+pub mod legacy;
+pub mod time_travel;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::array::{Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
-use datafusion::config::TableParquetOptions;
-use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionContext, col, lit};
-use futures::TryStreamExt;
-use object_store::{ObjectStoreExt, PutPayload};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::ingest::live::SystemTable;
 use crate::warehouse::Warehouse;
+use delta::{IndexTable, RefreshRecord};
+pub use history::{SNAPSHOTS_SCHEMA, snapshots_batch};
 use incremental::Inputs;
-use layers::{Layer, layered_table};
-
-/// Parquet compression of snapshot files: fast to write, compact to read.
-pub const SNAPSHOT_COMPRESSION: &str = "zstd(1)";
 
 /// The views that are materialised, in dependency order.
 pub const VIEWS: [&str; 3] = ["batch_index", "final_index", "merchant_daily_kpi"];
 
-/// Layers a snapshot may have before the next refresh is a full one.
-pub const MAX_LAYERS: usize = 8;
-/// Share of the base layer's rows the incremental layers may reach before the
-/// next refresh is a full one.
+/// Share of the table's rows the changed transactions may reach before a
+/// refresh is a full one instead of an incremental one.
 pub const MAX_DELTA_SHARE: f64 = 0.25;
 
 /// How a refresh may go about it.
@@ -71,57 +67,64 @@ pub enum RefreshMode {
     Full,
 }
 
-/// One materialised snapshot, as recorded in its view's manifest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One version of a view's table: what `index_snapshots` lists and what a
+/// refresh returns.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Snapshot {
     /// The view it is a copy of.
     pub view: String,
-    /// Unique id of the refresh run (`<UTC time>-<random>`).
-    pub run_id: String,
-    /// When the refresh started, milliseconds since the epoch (UTC).
+    /// The Delta version; `None` for a snapshot of the layout before Delta Lake.
+    pub version: Option<u64>,
+    /// The refresh run that wrote it (none for maintenance commits).
+    pub run_id: Option<String>,
+    /// Commit time, milliseconds since the epoch (UTC).
     pub created_at_ms: i64,
-    /// Rows written.
+    /// Delta's operation (`WRITE`, `VACUUM END`, …).
+    pub operation: String,
+    /// `full` or `incremental` for a refresh's commit, `maintenance` for
+    /// others (vacuum), `unchanged` for a refresh that found nothing to do
+    /// (no commit; the version is the current one), `legacy` for an old-layout snapshot.
+    pub kind: String,
+    /// Rows the refresh wrote.
     pub rows: u64,
-    /// How long the refresh took.
+    /// From the refresh's start to its commit.
     pub duration_ms: u64,
-    /// Its folder, relative to the warehouse root (ends in `/`).
+    /// The table's folder, relative to the warehouse root (ends in `/`).
     pub location: String,
-    /// Its Parquet files, names inside `location`.
-    pub files: Vec<String>,
-    /// Earlier layers it builds on, oldest first; empty for a full snapshot.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub base: Vec<Layer>,
-    /// What it was computed from (absent in manifests of older versions).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// What it was computed from.
+    #[serde(skip)]
     pub inputs: Option<Inputs>,
 }
 
 impl Snapshot {
-    /// Every layer, oldest first: the base, then the files this run wrote.
-    pub fn layers(&self) -> Vec<Layer> {
-        let mut layers = self.base.clone();
-        layers.push(Layer {
-            location: self.location.clone(),
-            files: self.files.clone(),
-            rows: self.rows,
-        });
-        layers
-    }
-
-    /// `full` or `incremental`.
-    pub fn kind(&self) -> &'static str {
-        if self.base.is_empty() {
-            "full"
-        } else {
-            "incremental"
+    fn from_version(view: &str, version: delta::Version) -> Self {
+        let (kind, run_id, duration_ms, inputs) = match version.refresh {
+            Some(r) => (
+                r.kind,
+                Some(r.run_id),
+                u64::try_from(version.timestamp_ms - r.started_at_ms).unwrap_or(0),
+                r.inputs.and_then(|v| serde_json::from_value(v).ok()),
+            ),
+            None => ("maintenance".to_owned(), None, 0, None),
+        };
+        Self {
+            view: view.to_owned(),
+            version: Some(version.version),
+            run_id,
+            created_at_ms: version.timestamp_ms,
+            operation: version.operation,
+            kind,
+            rows: version.rows_added,
+            duration_ms,
+            location: format!("output/{view}/"),
+            inputs,
         }
     }
-}
 
-/// `output/<view>/_manifest.json`: the kept snapshots, newest first.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Manifest {
-    snapshots: Vec<Snapshot>,
+    /// Whether a refresh wrote it (its data is a computed view).
+    pub fn is_refresh(&self) -> bool {
+        matches!(self.kind.as_str(), "full" | "incremental")
+    }
 }
 
 /// Counters for `/metrics`.
@@ -178,14 +181,45 @@ struct ViewSnapshots {
     view: &'static str,
     /// One refresh of a view at a time.
     lock: tokio::sync::Mutex<()>,
+    index: IndexTable,
     table: Arc<SnapshotTable>,
-    /// The manifest's snapshots, newest first.
-    kept: RwLock<Vec<Snapshot>>,
+    state: RwLock<ViewState>,
+}
+
+/// What is known of a view's table, kept up to date by its refreshes.
+#[derive(Debug, Clone, Default)]
+struct ViewState {
+    /// Every version in the log, newest first (or the old layout's snapshot).
+    history: Vec<Snapshot>,
+    /// The oldest version still readable.
+    oldest_readable: u64,
+    /// Rows of the current version.
+    rows: u64,
+    /// The old layout is still there, to be removed after the first commit.
+    legacy: bool,
+}
+
+impl ViewState {
+    /// The newest refresh's commit.
+    fn current(&self) -> Option<&Snapshot> {
+        self.history.iter().find(|s| s.is_refresh())
+    }
+}
+
+/// The oldest of the newest `keep` refreshes in `history` (newest first).
+fn oldest_kept(history: &[Snapshot], keep: usize) -> u64 {
+    history
+        .iter()
+        .filter(|s| s.is_refresh())
+        .filter_map(|s| s.version)
+        .take(keep.max(1))
+        .last()
+        .unwrap_or(0)
 }
 
 impl Materializer {
-    /// Loads each view's manifest and registers `<view>_snapshot` and
-    /// `index_snapshots` in `ctx` (the views must already exist).
+    /// Loads each view's table and registers `<view>_snapshot`,
+    /// `index_snapshots` and `index_at` in `ctx` (the views must already exist).
     /// `incremental`: whether the views are the built-in ones, whose keys
     /// incremental refreshes rely on.
     pub async fn open(
@@ -194,14 +228,40 @@ impl Materializer {
         retention: usize,
         incremental: bool,
     ) -> Result<Arc<Self>> {
+        let retention = retention.max(1);
         let mut views = Vec::new();
         for view in VIEWS {
             let schema = Arc::new(ctx.table(view).await?.schema().as_arrow().clone());
-            let manifest = read_manifest(warehouse, view).await?;
-            let table = Arc::new(SnapshotTable::new(Arc::clone(&schema)));
-            if let Some(newest) = manifest.snapshots.first() {
-                table.switch(snapshot_table(warehouse, newest, schema)?);
-                info!(view, run_id = %newest.run_id, rows = newest.rows, "snapshot loaded");
+            let index = IndexTable::new(warehouse, view);
+            let table = Arc::new(SnapshotTable::new(delta::reader_schema(&schema)?));
+            let mut state = ViewState::default();
+            if let Some(delta) = index.load().await? {
+                let provider = IndexTable::provider(&delta, &ctx.state()).await?;
+                state.rows = count_rows(ctx, Arc::clone(&provider)).await?;
+                table.switch(provider);
+                state.history = history(&index, view).await?;
+                state.oldest_readable = oldest_kept(&state.history, retention);
+                // A refresh killed between its commit and the clean-up.
+                state.legacy = legacy::newest(warehouse, view).await?.is_some();
+                info!(view, version = ?delta.version(), rows = state.rows, "snapshot loaded");
+            } else if let Some(old) = legacy::newest(warehouse, view).await? {
+                let key = incremental::key_of(view).unwrap_or(&[]);
+                table.switch(old.table(warehouse, key, Arc::clone(&schema))?);
+                state.rows = old.rows;
+                state.legacy = true;
+                state.history = vec![Snapshot {
+                    view: view.to_owned(),
+                    version: None,
+                    run_id: Some(old.run_id.clone()),
+                    created_at_ms: 0,
+                    operation: "LEGACY".to_owned(),
+                    kind: "legacy".to_owned(),
+                    rows: old.rows,
+                    duration_ms: 0,
+                    location: old.location.clone(),
+                    inputs: None,
+                }];
+                info!(view, run_id = %old.run_id, "snapshot of the layout before Delta Lake loaded; the next refresh upgrades it");
             }
             ctx.register_table(
                 format!("{view}_snapshot"),
@@ -210,22 +270,27 @@ impl Materializer {
             views.push(ViewSnapshots {
                 view,
                 lock: tokio::sync::Mutex::new(()),
+                index,
                 table,
-                kept: RwLock::new(manifest.snapshots),
+                state: RwLock::new(state),
             });
         }
         let materializer = Arc::new(Self {
             ctx: ctx.clone(),
             warehouse: warehouse.clone(),
-            retention: retention.max(1),
+            retention,
             incremental,
             views,
             stats: RefreshStats::default(),
         });
         ctx.register_table(
             "index_snapshots",
-            Arc::new(snapshots_table(Arc::downgrade(&materializer))),
+            Arc::new(history::snapshots_table(Arc::downgrade(&materializer))),
         )?;
+        ctx.register_udtf(
+            time_travel::FUNCTION,
+            Arc::new(time_travel::IndexAt::new(Arc::downgrade(&materializer))),
+        );
         Ok(materializer)
     }
 
@@ -234,12 +299,32 @@ impl Materializer {
         &self.stats
     }
 
-    /// Every kept snapshot, newest first per view.
+    /// Every version in the log, newest first per view.
     pub fn snapshots(&self) -> Vec<Snapshot> {
         self.views
             .iter()
-            .flat_map(|v| read_lock(&v.kept).clone())
+            .flat_map(|v| read_lock(&v.state).history)
             .collect()
+    }
+
+    /// Rows of each view's current snapshot.
+    pub fn current_rows(&self) -> Vec<(&'static str, u64)> {
+        self.views
+            .iter()
+            .map(|v| (v.view, read_lock(&v.state).rows))
+            .collect()
+    }
+
+    /// `(history, oldest readable version, table)` of `view`, for time travel.
+    fn versions(&self, view: &str) -> Option<(Vec<Snapshot>, u64, IndexTable, SchemaRef)> {
+        let slot = self.views.iter().find(|v| v.view.eq_ignore_ascii_case(view))?;
+        let state = read_lock(&slot.state);
+        Some((
+            state.history,
+            state.oldest_readable,
+            slot.index.clone(),
+            slot.table.schema(),
+        ))
     }
 
     /// Computes `view` now (incrementally when it can) and makes the result
@@ -268,7 +353,7 @@ impl Materializer {
                 self.stats
                     .total_ms
                     .fetch_add(s.duration_ms, Ordering::Relaxed);
-                info!(view = slot.view, run_id = %s.run_id, kind = s.kind(), rows = s.rows, ms = s.duration_ms, "snapshot refreshed");
+                info!(view = slot.view, run_id = ?s.run_id, version = ?s.version, kind = %s.kind, rows = s.rows, ms = s.duration_ms, "snapshot refreshed");
             }
             Err(e) => {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -325,209 +410,164 @@ impl Materializer {
             now.format("%Y%m%dT%H%M%S%3fZ"),
             crate::flight::random_hex(4)
         );
-        let location = format!("output/{}/snapshot-{run_id}/", slot.view);
         // Read before the view is computed: events after these offsets may or
         // may not be in this snapshot, so the next incremental refresh redoes them.
         let inputs = incremental::current(&self.ctx, &self.warehouse, slot.view).await?;
-        let previous = read_lock(&slot.kept).into_iter().next();
-        let delta = match mode {
-            RefreshMode::Full => None,
-            RefreshMode::Auto => self.delta(slot.view, previous, &inputs).await?,
+        let state = read_lock(&slot.state);
+        let delta = match (mode, state.legacy) {
+            (RefreshMode::Full, _) | (_, true) => None,
+            (RefreshMode::Auto, false) => self.delta(slot.view, &state, &inputs).await?,
         };
         let mut frame = self.ctx.table(slot.view).await?;
-        let mut base = Vec::new();
-        if let Some((key, ids, previous)) = delta {
-            let ids: Vec<Expr> = ids.into_iter().map(lit).collect();
-            frame = frame.filter(col(key).in_list(ids, false))?;
-            base = previous.layers();
-        }
-        let rows = self.write_parquet(frame, &location).await?;
-        let files = self.list_files(&location).await?;
-        let snapshot = Snapshot {
-            view: slot.view.to_owned(),
-            run_id,
-            created_at_ms: now.timestamp_millis(),
-            rows,
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            location,
-            files,
-            base,
-            inputs: Some(inputs),
+        let mut replace = None;
+        let kind = match delta {
+            Some((_, ids)) if ids.is_empty() => {
+                // Nothing changed: no commit, the current version stays.
+                let mut unchanged = state.current().cloned().unwrap_or_else(|| Snapshot {
+                    view: slot.view.to_owned(),
+                    version: None,
+                    run_id: None,
+                    created_at_ms: 0,
+                    operation: String::new(),
+                    kind: String::new(),
+                    rows: 0,
+                    duration_ms: 0,
+                    location: format!("output/{}/", slot.view),
+                    inputs: None,
+                });
+                unchanged.run_id = Some(run_id);
+                unchanged.kind = "unchanged".to_owned();
+                unchanged.rows = 0;
+                unchanged.duration_ms = elapsed_ms(started);
+                return Ok(unchanged);
+            }
+            Some((key, ids)) => {
+                let ids: Vec<Expr> = ids.into_iter().map(lit).collect();
+                let changed = col(key).in_list(ids, false);
+                frame = frame.filter(changed.clone())?;
+                replace = Some(changed);
+                "incremental"
+            }
+            None => "full",
         };
-        let mut kept = read_lock(&slot.kept).clone();
-        kept.insert(0, snapshot.clone());
-        kept.truncate(self.retention);
-        write_manifest(
-            &self.warehouse,
-            slot.view,
-            &Manifest {
-                snapshots: kept.clone(),
-            },
-        )
-        .await?;
-        // The manifest names the new snapshot: from here on it is the current one.
-        slot.table.switch(snapshot_table(
-            &self.warehouse,
-            &snapshot,
-            Arc::clone(&slot.table.schema),
-        )?);
-        *slot.kept.write().unwrap_or_else(|e| e.into_inner()) = kept.clone();
-        if let Err(e) = self.prune(slot.view, &kept).await {
-            warn!(view = slot.view, error = %e, "cannot remove old snapshots");
+        let record = RefreshRecord {
+            run_id,
+            kind: kind.to_owned(),
+            started_at_ms: now.timestamp_millis(),
+            inputs: Some(
+                serde_json::to_value(&inputs).map_err(|e| DataFusionError::External(Box::new(e)))?,
+            ),
+        };
+        let table = slot
+            .index
+            .write(&self.ctx.state(), frame.into_unoptimized_plan(), replace, &record)
+            .await?;
+        let version = table.version().unwrap_or(0);
+        // Committed: from here on this version is the current one.
+        let provider = IndexTable::provider(&table, &self.ctx.state()).await?;
+        let rows = count_rows(&self.ctx, Arc::clone(&provider)).await?;
+        slot.table.switch(provider);
+        let snapshot = Snapshot::from_version(slot.view, slot.index.version_info(version).await?);
+        let mut state = state;
+        state.history.retain(|s| s.version.is_some());
+        state.history.insert(0, snapshot.clone());
+        state.rows = rows;
+        state.oldest_readable = oldest_kept(&state.history, self.retention);
+        *slot.state.write().unwrap_or_else(|e| e.into_inner()) = state.clone();
+        if let Err(e) = self.after_commit(slot, table, state).await {
+            warn!(view = slot.view, error = %e, "cannot clean up old snapshots");
         }
         Ok(snapshot)
     }
 
-    /// Whether this refresh of `view` can be incremental: its key column, the
-    /// ids to recompute, and the snapshot it builds on.
+    /// Retention after a commit (vacuum, checkpoint, log clean-up) and the
+    /// removal of the layout before Delta Lake.
+    async fn after_commit(
+        &self,
+        slot: &ViewSnapshots,
+        table: deltalake::DeltaTable,
+        state: ViewState,
+    ) -> Result<()> {
+        IndexTable::retain(table, state.oldest_readable).await?;
+        let history = history(&slot.index, slot.view).await?;
+        let mut current = read_lock(&slot.state);
+        current.history = history;
+        if state.legacy {
+            legacy::remove(&self.warehouse, slot.view).await?;
+            current.legacy = false;
+        }
+        *slot.state.write().unwrap_or_else(|e| e.into_inner()) = current;
+        Ok(())
+    }
+
+    /// Whether this refresh of `view` can be incremental: its key column and
+    /// the ids to recompute.
     async fn delta(
         &self,
         view: &str,
-        previous: Option<Snapshot>,
+        state: &ViewState,
         now: &Inputs,
-    ) -> Result<Option<(&'static str, Vec<String>, Snapshot)>> {
+    ) -> Result<Option<(&'static str, Vec<String>)>> {
         let (true, Some([key]), Some(previous)) =
-            (self.incremental, incremental::key_of(view), previous)
+            (self.incremental, incremental::key_of(view), state.current())
         else {
             return Ok(None);
         };
         let Some(before) = &previous.inputs else {
             return Ok(None);
         };
-        if !incremental::can_follow(before, now) || previous.base.len() + 1 >= MAX_LAYERS {
+        if !incremental::can_follow(before, now) {
             return Ok(None);
         }
         let ids = incremental::changed_ids(&self.ctx, &before.next_offsets).await?;
-        let layers = previous.layers();
-        let base_rows = layers.first().map_or(0, |l| l.rows);
-        let delta_rows = layers.iter().skip(1).map(|l| l.rows).sum::<u64>() + ids.len() as u64;
-        if delta_rows as f64 > MAX_DELTA_SHARE * base_rows as f64 {
+        if ids.len() as f64 > MAX_DELTA_SHARE * state.rows as f64 {
             return Ok(None);
         }
-        Ok(Some((key, ids, previous)))
+        Ok(Some((key, ids)))
     }
+}
 
-    /// Writes `frame` as Parquet under `location`; the rows written.
-    async fn write_parquet(
-        &self,
-        frame: datafusion::dataframe::DataFrame,
-        location: &str,
-    ) -> Result<u64> {
-        let mut parquet = TableParquetOptions::default();
-        parquet.global.compression = Some(SNAPSHOT_COMPRESSION.into());
-        let written = frame
-            .write_parquet(
-                self.warehouse.url(location)?.as_str(),
-                DataFrameWriteOptions::new(),
-                Some(parquet),
-            )
-            .await?;
-        Ok(written
-            .first()
-            .and_then(|b| {
-                b.column(0)
-                    .as_any()
-                    .downcast_ref::<datafusion::arrow::array::UInt64Array>()
-            })
-            .map_or(0, |c| c.value(0)))
-    }
-
-    /// The Parquet files under `location`, by name.
-    async fn list_files(&self, location: &str) -> Result<Vec<String>> {
-        let prefix = self.warehouse.path(location)?;
-        let objects: Vec<_> = self
-            .warehouse
-            .store()
-            .list(Some(&prefix))
-            .try_collect()
-            .await?;
-        let mut files: Vec<String> = objects
-            .iter()
-            .filter_map(|o| o.location.filename().map(str::to_owned))
-            .filter(|name| name.ends_with(".parquet"))
-            .collect();
-        files.sort();
-        Ok(files)
-    }
-
-    /// Deletes the folders of snapshots no longer kept, and any folder a
-    /// failed or killed refresh left behind.
-    async fn prune(&self, view: &str, kept: &[Snapshot]) -> Result<()> {
-        let store = self.warehouse.store();
-        let root = self.warehouse.path(&format!("output/{view}/"))?;
-        let listing = store.list_with_delimiter(Some(&root)).await?;
-        for dir in listing.common_prefixes {
-            let Some(name) = dir.filename() else { continue };
-            let is_kept = kept
-                .iter()
-                .flat_map(Snapshot::layers)
-                .any(|layer| layer.location.trim_end_matches('/').ends_with(name));
-            if !name.starts_with("snapshot-") || is_kept {
-                continue;
-            }
-            let objects: Vec<_> = store.list(Some(&dir)).try_collect().await?;
-            for object in objects {
-                store.delete(&object.location).await?;
-            }
-            // A local store leaves the emptied folder behind.
-            if let Some(folder) = self.warehouse.local_path(&format!("output/{view}/{name}/")) {
-                let _ = std::fs::remove_dir_all(folder);
-            }
-            info!(view, folder = name, "snapshot folder removed");
-        }
-        Ok(())
-    }
+fn elapsed_ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 fn read_lock<T: Clone>(lock: &RwLock<T>) -> T {
     lock.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-fn manifest_location(view: &str) -> String {
-    format!("output/{view}/_manifest.json")
+/// `view`'s versions, newest first.
+async fn history(index: &IndexTable, view: &str) -> Result<Vec<Snapshot>> {
+    Ok(index
+        .history()
+        .await?
+        .into_iter()
+        .map(|v| Snapshot::from_version(view, v))
+        .collect())
 }
 
-async fn read_manifest(warehouse: &Warehouse, view: &str) -> Result<Manifest> {
-    let path = warehouse.path(&manifest_location(view))?;
-    crate::warehouse::read_json_or_default(
-        warehouse.store().as_ref(),
-        &path,
-        "invalid snapshot manifest",
-    )
-    .await
+/// Rows of `provider` (from the table's statistics where it has them).
+async fn count_rows(ctx: &SessionContext, provider: Arc<dyn TableProvider>) -> Result<u64> {
+    let batches = ctx
+        .read_table(provider)?
+        .aggregate(vec![], vec![datafusion::functions_aggregate::count::count_all()])?
+        .collect()
+        .await?;
+    Ok(batches
+        .first()
+        .and_then(|b| b.column(0).as_any().downcast_ref::<Int64Array>())
+        .map_or(0, |c| u64::try_from(c.value(0)).unwrap_or(0)))
 }
 
-/// Replaces the manifest in one put (atomic on local files and S3).
-async fn write_manifest(warehouse: &Warehouse, view: &str, manifest: &Manifest) -> Result<()> {
-    let path = warehouse.path(&manifest_location(view))?;
-    let json =
-        serde_json::to_vec_pretty(manifest).map_err(|e| DataFusionError::External(Box::new(e)))?;
-    warehouse.store().put(&path, PutPayload::from(json)).await?;
-    Ok(())
-}
-
-/// A table over exactly the files a snapshot's layers list.
-fn snapshot_table(
-    warehouse: &Warehouse,
-    snapshot: &Snapshot,
-    schema: SchemaRef,
-) -> Result<Arc<dyn TableProvider>> {
-    let key = incremental::key_of(&snapshot.view).unwrap_or(&[]);
-    layered_table(warehouse, &snapshot.layers(), key, schema)
-}
-
-/// `<view>_snapshot`: the view's newest snapshot (empty before the first refresh).
+/// `<view>_snapshot`: the view's current snapshot (empty before the first refresh).
 #[derive(Debug)]
 pub struct SnapshotTable {
-    schema: SchemaRef,
     current: RwLock<Arc<dyn TableProvider>>,
 }
 
 impl SnapshotTable {
     fn new(schema: SchemaRef) -> Self {
         Self {
-            current: RwLock::new(Arc::new(EmptyTable::new(Arc::clone(&schema)))),
-            schema,
+            current: RwLock::new(Arc::new(EmptyTable::new(schema))),
         }
     }
 
@@ -542,8 +582,10 @@ impl SnapshotTable {
 
 #[async_trait]
 impl TableProvider for SnapshotTable {
+    /// The current version's: a full refresh after a change of the view's
+    /// SQL may change it.
     fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
+        self.current().schema()
     }
 
     fn table_type(&self) -> TableType {
@@ -566,77 +608,6 @@ impl TableProvider for SnapshotTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         self.current().scan(state, projection, filters, limit).await
     }
-}
-
-static SNAPSHOTS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
-    Arc::new(Schema::new(vec![
-        Field::new("view", DataType::Utf8, false),
-        Field::new("run_id", DataType::Utf8, false),
-        Field::new(
-            "created_at",
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("rows", DataType::Int64, false),
-        Field::new("duration_ms", DataType::Int64, false),
-        Field::new("location", DataType::Utf8, false),
-        Field::new("current", DataType::Boolean, false),
-        Field::new("kind", DataType::Utf8, false),
-        Field::new("layers", DataType::Int64, false),
-    ]))
-});
-
-/// Rows describing snapshots, in [`SNAPSHOTS_SCHEMA`]; the first of each view is current.
-pub fn snapshots_batch(snapshots: &[Snapshot]) -> Result<RecordBatch> {
-    let int = |f: &dyn Fn(&Snapshot) -> u64| -> ArrayRef {
-        Arc::new(Int64Array::from_iter_values(
-            snapshots
-                .iter()
-                .map(|s| i64::try_from(f(s)).unwrap_or(i64::MAX)),
-        ))
-    };
-    let current: Vec<bool> = snapshots
-        .iter()
-        .enumerate()
-        .map(|(i, s)| i == 0 || snapshots[i - 1].view != s.view)
-        .collect();
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(
-            snapshots.iter().map(|s| s.view.as_str()),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            snapshots.iter().map(|s| s.run_id.as_str()),
-        )),
-        Arc::new(
-            TimestampMillisecondArray::from_iter_values(snapshots.iter().map(|s| s.created_at_ms))
-                .with_timezone("UTC"),
-        ),
-        int(&|s| s.rows),
-        int(&|s| s.duration_ms),
-        Arc::new(StringArray::from_iter_values(
-            snapshots.iter().map(|s| s.location.as_str()),
-        )),
-        Arc::new(BooleanArray::from(current)),
-        Arc::new(StringArray::from_iter_values(
-            snapshots.iter().map(Snapshot::kind),
-        )),
-        int(&|s| s.base.len() as u64 + 1),
-    ];
-    Ok(RecordBatch::try_new(
-        Arc::clone(&SNAPSHOTS_SCHEMA),
-        columns,
-    )?)
-}
-
-/// `index_snapshots`: every kept snapshot of every view.
-fn snapshots_table(materializer: std::sync::Weak<Materializer>) -> SystemTable {
-    SystemTable::new(Arc::clone(&SNAPSHOTS_SCHEMA), move || {
-        let snapshots = materializer
-            .upgrade()
-            .map(|m| m.snapshots())
-            .unwrap_or_default();
-        snapshots_batch(&snapshots)
-    })
 }
 
 /// Recognises `REFRESH INDEX <view> [FULL]` (case-insensitive, optional `;`):
@@ -733,7 +704,7 @@ impl TableProvider for RefreshTable {
             .refresh_with(self.view, self.mode)
             .await
             .map_err(|e| DataFusionError::External(Box::new(e.into_status())))?;
-        let batch = snapshots_batch(&[snapshot])?;
+        let batch = snapshots_batch(&[snapshot], &|_| 0)?;
         crate::ingest::live::memory_scan(vec![batch], self.schema(), projection)
     }
 }

@@ -1,10 +1,10 @@
-//! Layered snapshots. A full refresh writes one layer: the whole view. An
-//! incremental refresh writes a new layer holding the recomputed rows of the
-//! keys (transaction ids) that changed since the previous snapshot, and names
-//! the previous snapshot's layers as its base. Reading a layered snapshot
-//! takes, from each layer, the rows whose key no later layer has — so a key's
-//! rows always come from the newest layer that recomputed it. The manifest
-//! lists every layer, so a snapshot stays a set of plain Parquet files.
+//! The snapshot layout before Delta Lake, read only to upgrade a warehouse
+//! written by an older recon: `output/<view>/_manifest.json` named the kept
+//! snapshots, newest first, each a `snapshot-<run id>/` folder of Parquet
+//! files; an incremental one was a layer of recomputed rows over the layers of
+//! the snapshot before it, read as each layer's rows whose key no later layer
+//! has. Until a view's first Delta commit its newest old snapshot is still
+//! served; after it, the old folders and the manifest are removed.
 
 use std::sync::Arc;
 
@@ -15,12 +15,103 @@ use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingT
 use datafusion::datasource::{TableProvider, ViewTable, provider_as_source};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
-use serde::{Deserialize, Serialize};
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use serde::Deserialize;
+use tracing::info;
 
 use crate::warehouse::Warehouse;
 
+/// One snapshot as the manifest recorded it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LegacySnapshot {
+    /// The refresh run's id.
+    pub run_id: String,
+    /// Its folder, relative to the warehouse root (ends in `/`).
+    pub location: String,
+    /// Its Parquet files, names inside `location`.
+    pub files: Vec<String>,
+    /// Rows written.
+    pub rows: u64,
+    /// Earlier layers it builds on, oldest first; empty for a full snapshot.
+    #[serde(default)]
+    pub base: Vec<Layer>,
+}
+
+impl LegacySnapshot {
+    /// Every layer, oldest first.
+    fn layers(&self) -> Vec<Layer> {
+        let mut layers = self.base.clone();
+        layers.push(Layer {
+            location: self.location.clone(),
+            files: self.files.clone(),
+            rows: self.rows,
+        });
+        layers
+    }
+
+    /// A table over exactly this snapshot's files.
+    pub fn table(
+        &self,
+        warehouse: &Warehouse,
+        key: &[&str],
+        schema: SchemaRef,
+    ) -> Result<Arc<dyn TableProvider>> {
+        layered_table(warehouse, &self.layers(), key, schema)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Manifest {
+    snapshots: Vec<LegacySnapshot>,
+}
+
+fn manifest_location(view: &str) -> String {
+    format!("output/{view}/_manifest.json")
+}
+
+/// The newest snapshot `view`'s old manifest names, if there is one.
+pub async fn newest(warehouse: &Warehouse, view: &str) -> Result<Option<LegacySnapshot>> {
+    let path = warehouse.path(&manifest_location(view))?;
+    let manifest: Manifest = crate::warehouse::read_json_or_default(
+        warehouse.store().as_ref(),
+        &path,
+        "invalid snapshot manifest",
+    )
+    .await?;
+    Ok(manifest.snapshots.into_iter().next())
+}
+
+/// Removes the old layout of `view`: every `snapshot-*` folder and the manifest.
+pub async fn remove(warehouse: &Warehouse, view: &str) -> Result<()> {
+    let store = warehouse.store();
+    let root = warehouse.path(&format!("output/{view}/"))?;
+    let listing = store.list_with_delimiter(Some(&root)).await?;
+    for dir in listing.common_prefixes {
+        let Some(name) = dir.filename() else { continue };
+        if !name.starts_with("snapshot-") {
+            continue;
+        }
+        let objects: Vec<_> = store.list(Some(&dir)).try_collect().await?;
+        for object in objects {
+            store.delete(&object.location).await?;
+        }
+        // A local store leaves the emptied folder behind.
+        if let Some(folder) = warehouse.local_path(&format!("output/{view}/{name}/")) {
+            let _ = std::fs::remove_dir_all(folder);
+        }
+    }
+    let manifest = warehouse.path(&manifest_location(view))?;
+    match store.delete(&manifest).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    info!(view, "snapshots of the layout before Delta Lake removed");
+    Ok(())
+}
+
 /// One layer of a snapshot: Parquet files in one folder.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Layer {
     /// Its folder, relative to the warehouse root (ends in `/`).
     pub location: String,
@@ -52,7 +143,7 @@ fn listing(
 
 /// The table a snapshot made of `layers` (oldest first) reads as: each
 /// layer's rows whose `key` columns no later layer has.
-pub fn layered_table(
+fn layered_table(
     warehouse: &Warehouse,
     layers: &[Layer],
     key: &[&str],

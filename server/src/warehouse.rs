@@ -134,6 +134,12 @@ impl Warehouse {
         }
     }
 
+    /// A warehouse at `root` (ending in `/`) on a store the caller built, for
+    /// programs that embed recon's storage code with their own store settings.
+    pub fn with_store(root: Url, store: Arc<dyn ObjectStore>) -> Self {
+        Self { root, store }
+    }
+
     fn local(path: &Path) -> Result<Self, WarehouseError> {
         let io = |source| WarehouseError::Io {
             path: path.display().to_string(),

@@ -68,6 +68,7 @@ def start_server(tmp_path_factory, extra_args):
     warehouse = tmp_path_factory.mktemp("warehouse")
     write_warehouse(str(warehouse))
     port = free_port()
+    http_port = free_port()
     log = open(warehouse / "server.log", "w")
     proc = subprocess.Popen(
         [
@@ -78,13 +79,15 @@ def start_server(tmp_path_factory, extra_args):
             "--flight-addr",
             f"127.0.0.1:{port}",
             "--http-addr",
-            f"127.0.0.1:{free_port()}",
+            f"127.0.0.1:{http_port}",
             *extra_args,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     uri = f"grpc://127.0.0.1:{port}"
+    # For tests that read the warehouse or use the HTTP API.
+    proc.warehouse, proc.port, proc.http_port = warehouse, port, http_port
     deadline = time.time() + 60
     while True:
         if proc.poll() is not None:

@@ -40,12 +40,14 @@ pub async fn files_of(warehouse: &Path, view: &str, version: u64) -> BTreeSet<St
         .collect()
 }
 
-/// Names of the Parquet files in `view`'s folder.
+/// Names of the files in `view`'s folder (data files, and uploads an
+/// interrupted write left staged as `<file>#<n>`), not the log.
 pub fn files_on_disk(warehouse: &Path, view: &str) -> BTreeSet<String> {
     std::fs::read_dir(warehouse.join("output").join(view))
         .map(|dir| {
-            dir.map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
-                .filter(|n| n.ends_with(".parquet"))
+            dir.map(|e| e.expect("entry"))
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .map(|e| e.file_name().into_string().expect("utf-8"))
                 .collect()
         })
         .unwrap_or_default()

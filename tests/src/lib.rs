@@ -232,7 +232,10 @@ impl TestServer {
 }
 
 /// The gRPC status `sql` ends with (planning or streaming), or Ok with the row count.
-pub async fn status_of(raw: &mut FlightServiceClient<Channel>, sql: &str) -> Result<usize, tonic::Status> {
+pub async fn status_of(
+    raw: &mut FlightServiceClient<Channel>,
+    sql: &str,
+) -> Result<usize, tonic::Status> {
     use arrow_flight::sql::ProstMessageExt;
     use futures::StreamExt;
     use prost::Message;
@@ -241,7 +244,9 @@ pub async fn status_of(raw: &mut FlightServiceClient<Channel>, sql: &str) -> Res
         transaction_id: None,
     };
     let info = raw
-        .get_flight_info(arrow_flight::FlightDescriptor::new_cmd(cmd.as_any().encode_to_vec()))
+        .get_flight_info(arrow_flight::FlightDescriptor::new_cmd(
+            cmd.as_any().encode_to_vec(),
+        ))
         .await?
         .into_inner();
     let mut n = 0;

@@ -125,7 +125,11 @@ async fn killed_refresh_keeps_the_previous_snapshot() {
         let (run_id, files, orphans) = on_disk(warehouse.path()).await;
         for file in &files {
             assert!(
-                warehouse.path().join("output/final_index").join(file).is_file(),
+                warehouse
+                    .path()
+                    .join("output/final_index")
+                    .join(file)
+                    .is_file(),
                 "cycle {cycle}: {file} missing"
             );
         }

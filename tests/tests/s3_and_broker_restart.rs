@@ -149,3 +149,86 @@ async fn a_partition_added_while_running_is_consumed() {
     .await;
     recon.stop();
 }
+
+/// Index snapshots on S3 are Delta commits written with create-only puts: two
+/// refreshes of one view racing from the same version cannot both win — the
+/// first write of a table, then two overwrites of it. The log keeps one entry
+/// per version and the table reads as the winner's rows.
+#[tokio::test]
+async fn concurrent_snapshot_commits_on_s3_cannot_both_win() {
+    use datafusion::prelude::SessionContext;
+    use recon_server::snapshots::delta::{IndexTable, RefreshRecord};
+    use recon_server::warehouse::Warehouse;
+
+    let s3 = S3Server::start(&["recon-warehouse"]);
+    let store = AmazonS3Builder::new()
+        .with_endpoint(&s3.endpoint)
+        .with_allow_http(true)
+        .with_bucket_name("recon-warehouse")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .with_region("us-east-1")
+        .build()
+        .unwrap();
+    let warehouse = Warehouse::with_store(
+        url::Url::parse("s3://recon-warehouse/race/").unwrap(),
+        std::sync::Arc::new(store),
+    );
+    let ctx = SessionContext::new();
+    warehouse.register(ctx.runtime_env().as_ref());
+    let index = IndexTable::new(&warehouse, "final_index");
+    let write = |writer: i64| {
+        let (ctx, index) = (ctx.clone(), index.clone());
+        async move {
+            let plan = ctx
+                .sql(&format!(
+                    "SELECT value AS n, {writer} AS writer FROM generate_series(1, 300000)"
+                ))
+                .await
+                .unwrap()
+                .into_unoptimized_plan();
+            let record = RefreshRecord {
+                run_id: format!("writer-{writer}"),
+                kind: "full".into(),
+                started_at_ms: 0,
+                inputs: None,
+            };
+            index.write(&ctx.state(), plan, None, &record).await
+        }
+    };
+    for round in 0..2 {
+        let (a, b) = tokio::join!(write(2 * round), write(2 * round + 1));
+        let won: Vec<i64> = [(2 * round, &a), (2 * round + 1, &b)]
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(w, _)| *w)
+            .collect();
+        assert_eq!(won.len(), 1, "round {round}: {a:?} / {b:?}");
+        let lost = a.err().or(b.err()).unwrap().to_string();
+        assert!(lost.contains("another writer committed"), "{lost}");
+        let history = index.history().await.unwrap();
+        let versions: Vec<u64> = history.iter().map(|v| v.version).collect();
+        assert_eq!(versions, (0..=round as u64).rev().collect::<Vec<_>>());
+        let winner = history[0].refresh.as_ref().unwrap().run_id.clone();
+        assert_eq!(winner, format!("writer-{}", won[0]));
+        // The current version is the winner's rows only.
+        let table = index.load().await.unwrap().unwrap();
+        let provider = IndexTable::provider(&table, &ctx.state()).await.unwrap();
+        let writers = ctx
+            .read_table(provider)
+            .unwrap()
+            .aggregate(
+                vec![datafusion::prelude::col("writer")],
+                vec![datafusion::functions_aggregate::count::count_all()],
+            )
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let printed = arrow::util::pretty::pretty_format_batches(&writers)
+            .unwrap()
+            .to_string();
+        assert_eq!(printed.lines().count(), 5, "{printed}");
+        assert!(printed.contains(&format!("| {} ", won[0])), "{printed}");
+    }
+}

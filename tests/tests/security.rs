@@ -12,12 +12,11 @@ use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
 use futures::StreamExt;
 use prost::Message;
 use recon_integration_tests::{
-    status_of,
-    ReconProcess, free_port, http_request, query, recon_binary, rows, serve_args,
+    ReconProcess, free_port, http_request, query, recon_binary, rows, serve_args, status_of,
     write_sample_warehouse,
 };
-use tonic::transport::Channel;
 use tonic::Code;
+use tonic::transport::Channel;
 
 /// A `recon serve` over a fresh sample warehouse with `extra` flags.
 struct Server {

@@ -175,14 +175,14 @@ async fn refresh_as_update_query_prepared_and_action() {
         .parse()
         .unwrap();
     let at_first = format!("SELECT count(*) AS n FROM index_at('final_index', {first_version})");
-    assert_eq!(
-        count(&mut client, &at_first).await,
-        table(&live),
-        "{first}"
-    );
+    assert_eq!(count(&mut client, &at_first).await, table(&live), "{first}");
     assert_eq!(snapshot["version"].as_u64(), Some(first_version + 1));
     // The version current a moment after the first commit is the first one.
-    let first_at = first_row(&first).split_whitespace().nth(1).unwrap().to_owned();
+    let first_at = first_row(&first)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
     let at_time = count(
         &mut client,
         &format!(
@@ -204,8 +204,9 @@ async fn refresh_as_update_query_prepared_and_action() {
     let gone = status_of(&mut raw, &at_first).await.unwrap_err();
     assert_eq!(gone.code(), Code::InvalidArgument, "{gone}");
     assert!(
-        gone.message()
-            .contains(&format!("version {first_version} of final_index is not kept")),
+        gone.message().contains(&format!(
+            "version {first_version} of final_index is not kept"
+        )),
         "{gone}"
     );
     for bad in [
@@ -455,7 +456,9 @@ async fn incremental_refresh_recomputes_only_changed_transactions() {
 async fn a_warehouse_of_the_layout_before_delta_upgrades() {
     let server = server(3).await;
     let mut client = server.sql_client().await;
-    let rows_now = query(&mut client, "SELECT * FROM final_index").await.unwrap();
+    let rows_now = query(&mut client, "SELECT * FROM final_index")
+        .await
+        .unwrap();
     let warehouse = server.stop_keeping_warehouse().await;
     // What recon wrote before Delta Lake: snapshot folders and a manifest
     // naming them, newest first.
@@ -484,7 +487,11 @@ async fn a_warehouse_of_the_layout_before_delta_upgrades() {
     let server = TestServer::start_in(warehouse, |_| {}).await;
     let mut client = server.sql_client().await;
     assert_eq!(
-        count(&mut client, "SELECT count(*) AS n FROM final_index_snapshot").await,
+        count(
+            &mut client,
+            "SELECT count(*) AS n FROM final_index_snapshot"
+        )
+        .await,
         count(&mut client, "SELECT count(*) AS n FROM final_index").await
     );
     assert_eq!(difference(&mut client, "final_index").await, "0 0");

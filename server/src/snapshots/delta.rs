@@ -9,19 +9,19 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
-use datafusion::common::Column;
-use datafusion::logical_expr::{LogicalPlanBuilder, cast};
 use datafusion::catalog::{Session, TableProvider};
-use deltalake::kernel::StructType;
-use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
+use datafusion::common::Column;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::{Expr, LogicalPlan};
-use deltalake::delta_datafusion::planner::DeltaPlanner;
-use deltalake::kernel::transaction::CommitProperties;
-use deltalake::logstore::{LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig};
+use datafusion::logical_expr::{LogicalPlanBuilder, cast};
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
+use deltalake::delta_datafusion::planner::DeltaPlanner;
+use deltalake::kernel::StructType;
+use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::logstore::{LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig};
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
@@ -158,9 +158,7 @@ fn with_delta_types(plan: LogicalPlan) -> Result<LogicalPlan> {
 /// The schema `<view>_snapshot` has for a view of `schema`: what reading the
 /// Delta table gives (Delta's types, strings as views).
 pub fn reader_schema(schema: &Schema) -> Result<SchemaRef> {
-    let external = |e: datafusion::arrow::error::ArrowError| {
-        DataFusionError::External(Box::new(e))
-    };
+    let external = |e: datafusion::arrow::error::ArrowError| DataFusionError::External(Box::new(e));
     let written = Schema::new(
         schema
             .fields()
@@ -271,15 +269,29 @@ impl IndexTable {
                     .set_compression(Compression::ZSTD(compression))
                     .build(),
             )
+            // No retry on top of a commit another writer made meanwhile: of
+            // two refreshes racing from one version, one wins, the other fails.
             .with_commit_properties(
-                CommitProperties::default().with_metadata([(COMMIT_KEY.to_owned(), metadata)]),
+                CommitProperties::default()
+                    .with_metadata([(COMMIT_KEY.to_owned(), metadata)])
+                    .with_max_retries(0),
             );
         write = match replace {
             Some(predicate) => write.with_replace_where(predicate),
             // A full refresh may follow a change of the view's SQL.
             None => write.with_schema_mode(SchemaMode::Overwrite),
         };
-        write.await.map_err(delta_error)
+        write.await.map_err(|e| match e {
+            deltalake::DeltaTableError::Transaction { .. }
+            | deltalake::DeltaTableError::VersionAlreadyExists(_) => {
+                DataFusionError::Execution(format!(
+                    "another writer committed to {} first, so this refresh was not applied \
+                     (the other one's version is current): {e}",
+                    self.location
+                ))
+            }
+            other => delta_error(other),
+        })
     }
 
     /// Every version still in the log, newest first: each commit file of
@@ -318,10 +330,9 @@ impl IndexTable {
 
     /// The version `version` as its commit describes it.
     pub async fn version_info(&self, version: u64) -> Result<Version> {
-        let path = self.warehouse.path(&format!(
-            "{}_delta_log/{version:020}.json",
-            self.location
-        ))?;
+        let path = self
+            .warehouse
+            .path(&format!("{}_delta_log/{version:020}.json", self.location))?;
         let bytes = self.warehouse.store().get(&path).await?.bytes().await?;
         Ok(commit_version(version, &bytes))
     }
@@ -330,11 +341,14 @@ impl IndexTable {
     /// newest version, data files no kept version uses vacuumed (with them
     /// whatever a failed or killed write left), and log entries before the
     /// newest checkpoint at or below `oldest` removed.
-    pub async fn retain(table: DeltaTable, oldest: u64) -> Result<DeltaTable> {
+    /// Without `checkpoint`, the newest version has one already.
+    pub async fn retain(table: DeltaTable, oldest: u64, checkpoint: bool) -> Result<DeltaTable> {
         let newest = table.version().unwrap_or(0);
-        deltalake::checkpoints::create_checkpoint(&table, None)
-            .await
-            .map_err(delta_error)?;
+        if checkpoint {
+            deltalake::checkpoints::create_checkpoint(&table, None)
+                .await
+                .map_err(delta_error)?;
+        }
         let kept: Vec<u64> = (oldest.min(newest)..=newest).collect();
         let (table, metrics) = table
             .vacuum()
@@ -356,6 +370,37 @@ impl IndexTable {
         .map_err(delta_error)?;
         tracing::debug!(removed, "log entries removed");
         Ok(table)
+    }
+
+    /// Removes what interrupted uploads left in the table's folder of a local
+    /// warehouse: object_store stages a local upload as `<file>#<n>` and
+    /// renames it when complete, and it lists no staged file, so a vacuum never
+    /// sees them. Only call it while no write to the table is running. (On S3 an
+    /// interrupted upload is an incomplete multipart upload, which the bucket's
+    /// lifecycle rule `AbortIncompleteMultipartUpload` removes.)
+    pub fn remove_staged_uploads(&self) -> Result<usize> {
+        let Some(folder) = self.warehouse.local_path(&self.location) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        let entries = match std::fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let staged = name
+                .to_str()
+                .and_then(|n| n.rsplit_once('#'))
+                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if staged && entry.file_type()?.is_file() {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// A DataFusion table over `table`'s files at its loaded version.
@@ -479,7 +524,7 @@ mod tests {
                 .unwrap();
             writes.push((table.version().unwrap(), i));
             let oldest = writes[writes.len().saturating_sub(2)].0;
-            IndexTable::retain(table, oldest).await.unwrap();
+            IndexTable::retain(table, oldest, true).await.unwrap();
         }
         let history = index.history().await.unwrap();
         let refreshes: Vec<u64> = history
@@ -515,7 +560,12 @@ mod tests {
             .unwrap();
         let predicted = reader_schema(frame.schema().as_arrow()).unwrap();
         let table = index
-            .write(&ctx.state(), frame.into_unoptimized_plan(), None, &record("full", 1))
+            .write(
+                &ctx.state(),
+                frame.into_unoptimized_plan(),
+                None,
+                &record("full", 1),
+            )
             .await
             .unwrap();
         let provider = IndexTable::provider(&table, &ctx.state()).await.unwrap();

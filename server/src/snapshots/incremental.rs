@@ -3,8 +3,8 @@
 //! the batch files the view reads), and — against the current inputs — which
 //! transactions changed since. Only the transaction-keyed views of the default
 //! SQL refresh incrementally; a change to their batch inputs (new statement,
-//! signal or policy files), offsets that went back (a replaced topic) or too
-//! many layers make the next refresh a full one.
+//! signal or policy files), or offsets that went back (a replaced topic)
+//! make the next refresh a full one.
 
 use std::collections::BTreeMap;
 

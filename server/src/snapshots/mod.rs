@@ -317,7 +317,10 @@ impl Materializer {
 
     /// `(history, oldest readable version, table)` of `view`, for time travel.
     fn versions(&self, view: &str) -> Option<(Vec<Snapshot>, u64, IndexTable, SchemaRef)> {
-        let slot = self.views.iter().find(|v| v.view.eq_ignore_ascii_case(view))?;
+        let slot = self
+            .views
+            .iter()
+            .find(|v| v.view.eq_ignore_ascii_case(view))?;
         let state = read_lock(&slot.state);
         Some((
             state.history,
@@ -439,6 +442,13 @@ impl Materializer {
                 unchanged.kind = "unchanged".to_owned();
                 unchanged.rows = 0;
                 unchanged.duration_ms = elapsed_ms(started);
+                // Still the time for retention: what a failed or killed
+                // refresh left goes now.
+                if let Some(table) = slot.index.load().await?
+                    && let Err(e) = self.maintain(slot, table, state, false).await
+                {
+                    warn!(view = slot.view, error = %e, "cannot clean up old snapshots");
+                }
                 return Ok(unchanged);
             }
             Some((key, ids)) => {
@@ -455,12 +465,18 @@ impl Materializer {
             kind: kind.to_owned(),
             started_at_ms: now.timestamp_millis(),
             inputs: Some(
-                serde_json::to_value(&inputs).map_err(|e| DataFusionError::External(Box::new(e)))?,
+                serde_json::to_value(&inputs)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?,
             ),
         };
         let table = slot
             .index
-            .write(&self.ctx.state(), frame.into_unoptimized_plan(), replace, &record)
+            .write(
+                &self.ctx.state(),
+                frame.into_unoptimized_plan(),
+                replace,
+                &record,
+            )
             .await?;
         let version = table.version().unwrap_or(0);
         // Committed: from here on this version is the current one.
@@ -474,21 +490,31 @@ impl Materializer {
         state.rows = rows;
         state.oldest_readable = oldest_kept(&state.history, self.retention);
         *slot.state.write().unwrap_or_else(|e| e.into_inner()) = state.clone();
-        if let Err(e) = self.after_commit(slot, table, state).await {
+        if let Err(e) = self.maintain(slot, table, state, true).await {
             warn!(view = slot.view, error = %e, "cannot clean up old snapshots");
         }
         Ok(snapshot)
     }
 
-    /// Retention after a commit (vacuum, checkpoint, log clean-up) and the
-    /// removal of the layout before Delta Lake.
-    async fn after_commit(
+    /// Retention after each refresh (checkpoint after a commit, vacuum, log
+    /// clean-up, interrupted uploads) and the removal of the layout before
+    /// Delta Lake.
+    async fn maintain(
         &self,
         slot: &ViewSnapshots,
         table: deltalake::DeltaTable,
         state: ViewState,
+        committed: bool,
     ) -> Result<()> {
-        IndexTable::retain(table, state.oldest_readable).await?;
+        IndexTable::retain(table, state.oldest_readable, committed).await?;
+        let staged = slot.index.remove_staged_uploads()?;
+        if staged > 0 {
+            info!(
+                view = slot.view,
+                files = staged,
+                "uploads an interrupted refresh left removed"
+            );
+        }
         let history = history(&slot.index, slot.view).await?;
         let mut current = read_lock(&slot.state);
         current.history = history;
@@ -549,7 +575,10 @@ async fn history(index: &IndexTable, view: &str) -> Result<Vec<Snapshot>> {
 async fn count_rows(ctx: &SessionContext, provider: Arc<dyn TableProvider>) -> Result<u64> {
     let batches = ctx
         .read_table(provider)?
-        .aggregate(vec![], vec![datafusion::functions_aggregate::count::count_all()])?
+        .aggregate(
+            vec![],
+            vec![datafusion::functions_aggregate::count::count_all()],
+        )?
         .collect()
         .await?;
     Ok(batches

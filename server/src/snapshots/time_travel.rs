@@ -9,7 +9,9 @@ use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::datatypes::{
+    DataType, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
+};
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::{DFSchema, ScalarValue, plan_datafusion_err, plan_err};
 use datafusion::datasource::TableType;
@@ -53,8 +55,9 @@ fn constant(expr: &Expr, session: &dyn Session) -> Result<ScalarValue> {
 fn timestamp_ms(value: &ScalarValue) -> Result<i64> {
     let utc = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
     let array = value.to_array()?;
-    let cast = datafusion::arrow::compute::cast(&array, &utc)
-        .map_err(|e| plan_datafusion_err!("{USAGE}: {value} is not a version or a timestamp: {e}"))?;
+    let cast = datafusion::arrow::compute::cast(&array, &utc).map_err(|e| {
+        plan_datafusion_err!("{USAGE}: {value} is not a version or a timestamp: {e}")
+    })?;
     let cast = cast.as_primitive::<TimestampMillisecondType>();
     if cast.is_null(0) {
         return plan_err!("{USAGE}: the version or timestamp is NULL");
@@ -81,7 +84,9 @@ impl TableFunctionImpl for IndexAt {
             return plan_err!("{USAGE} takes two arguments");
         };
         let view = match constant(view, args.session())? {
-            ScalarValue::Utf8(Some(v)) | ScalarValue::Utf8View(Some(v)) | ScalarValue::LargeUtf8(Some(v)) => v,
+            ScalarValue::Utf8(Some(v))
+            | ScalarValue::Utf8View(Some(v))
+            | ScalarValue::LargeUtf8(Some(v)) => v,
             other => return plan_err!("{USAGE}: the view must be a string, not {other}"),
         };
         let Some(materializer) = self.materializer.upgrade() else {

@@ -15,7 +15,10 @@
 //!    the server is restarted to see them, then warmed up by an untimed query)
 //!    and `batch_index` and `final_index` are refreshed again — incrementally,
 //!    from the snapshots of step 2 — next to a forced full refresh
-//!    (`REFRESH INDEX final_index FULL`) in the same run, as a ratio.
+//!    (`REFRESH INDEX final_index FULL`) in the same run, as a ratio; then a
+//!    later event for each of the 10 000 most recent original transactions, and
+//!    the incremental refreshes again, with the data files each commit added and
+//!    removed (what part of the Delta table an incremental refresh rewrites).
 //!
 //! `scripts/bench-refresh.sh` builds and runs it (`BENCH_KEEP_WAREHOUSE=DIR` keeps
 //! a copy of the data set). Without `--bench` (under
@@ -28,7 +31,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use recon_integration_tests::scale::{append_scale_transactions, write_scale_warehouse};
+use recon_integration_tests::scale::{
+    append_scale_transactions, append_status_updates, write_scale_warehouse,
+};
 use recon_integration_tests::{KillOnDrop, connect_when_listening, free_port, recon_serve};
 use tonic::transport::Channel;
 
@@ -104,7 +109,9 @@ fn main() {
                 "REFRESH INDEX final_index FULL",
             ];
             let after = runtime.block_on(run_after_warm_up(dir.path(), &statements));
-            println!("\n| after {ADDED} new transactions at {n} | kind | rows written | s |");
+            println!(
+                "\n| after {ADDED} new transactions at {n} | kind, files added, files removed | rows written | s |"
+            );
             println!("|---|---|---|---|");
             for (statement, (kind, rows, seconds)) in statements.iter().zip(&after) {
                 println!("| `{statement}` | {kind} | {rows} | {seconds:.2} |");
@@ -113,6 +120,19 @@ fn main() {
                 "| incremental / full (final_index) | | | {:.3} |",
                 after[1].2 / after[2].2
             );
+            // Then a later event (a status change) for each of the ADDED most
+            // recent of the original transactions: their rows are replaced.
+            let recent: Vec<usize> = (n - ADDED..n).collect();
+            append_status_updates(dir.path(), &recent, n + ADDED);
+            let statements = ["REFRESH INDEX batch_index", "REFRESH INDEX final_index"];
+            let after = runtime.block_on(run_after_warm_up(dir.path(), &statements));
+            println!(
+                "\n| after {ADDED} updated transactions at {n} | kind, files added, files removed | rows written | s |"
+            );
+            println!("|---|---|---|---|");
+            for (statement, (kind, rows, seconds)) in statements.iter().zip(&after) {
+                println!("| `{statement}` | {kind} | {rows} | {seconds:.2} |");
+            }
         }
     }
 }
@@ -191,7 +211,10 @@ async fn run_after_warm_up(warehouse: &Path, statements: &[&str]) -> Vec<(String
         let view = statement.split_whitespace().nth(2).unwrap();
         let kind = recon_integration_tests::query(
             &mut client,
-            &format!("SELECT kind FROM index_snapshots WHERE current AND view = '{view}'"),
+            &format!(
+                "SELECT kind, files_added, files_removed FROM index_snapshots \
+                 WHERE current AND view = '{view}'"
+            ),
         )
         .await
         .unwrap();

@@ -187,6 +187,8 @@ def test_delta_readers_see_every_kind_of_refresh(lake):
     for view in ["batch_index", "final_index"]:
         row = lake.refresh(view)
         assert row["kind"] == "incremental" and row["rows"] >= 200, row
+        # Only new transactions: their rows are added, no file is rewritten.
+        assert row["files_removed"] == 0 and row["files_added"] >= 1, row
     assert_readers_equal_live(lake, ["batch_index", "final_index"])
 
     # Later events of existing transactions: incremental, their old rows replaced.

@@ -35,6 +35,12 @@ use crate::warehouse::Warehouse;
 /// Zstandard level of the data files: fast to write, compact to read.
 pub const SNAPSHOT_ZSTD_LEVEL: i32 = 1;
 
+/// Size a data file is cut at. Rows reach the writer roughly in the order
+/// their transactions arrived (the latest-event index scans in arrival order),
+/// so files of this size each hold a stretch of time, and an incremental
+/// refresh rewrites only the files that held the changed transactions.
+pub const TARGET_FILE_BYTES: u64 = 32 * 1024 * 1024;
+
 /// The key of recon's own entry in a commit's `commitInfo`.
 pub const COMMIT_KEY: &str = "recon";
 
@@ -64,6 +70,10 @@ pub struct Version {
     pub operation: String,
     /// Rows the commit added, from delta-rs's operation metrics.
     pub rows_added: u64,
+    /// Data files it added (new rows, and rows kept from rewritten files).
+    pub files_added: u64,
+    /// Data files it removed (replaced, or rewritten without the replaced rows).
+    pub files_removed: u64,
     /// recon's record, for the commits of refreshes.
     pub refresh: Option<RefreshRecord>,
 }
@@ -85,6 +95,12 @@ fn commit_version(version: u64, commit: &[u8]) -> Version {
         timestamp_ms: info["timestamp"].as_i64().unwrap_or(0),
         operation: info["operation"].as_str().unwrap_or_default().to_owned(),
         rows_added: info["operationMetrics"]["num_added_rows"]
+            .as_u64()
+            .unwrap_or(0),
+        files_added: info["operationMetrics"]["num_added_files"]
+            .as_u64()
+            .unwrap_or(0),
+        files_removed: info["operationMetrics"]["num_removed_files"]
             .as_u64()
             .unwrap_or(0),
         refresh: serde_json::from_value(info[COMMIT_KEY].clone()).ok(),
@@ -264,6 +280,7 @@ impl IndexTable {
             .with_input_plan(with_delta_types(plan)?)
             .with_session_state(Arc::new(session))
             .with_save_mode(SaveMode::Overwrite)
+            .with_target_file_size(std::num::NonZeroU64::new(TARGET_FILE_BYTES))
             .with_writer_properties(
                 WriterProperties::builder()
                     .set_compression(Compression::ZSTD(compression))

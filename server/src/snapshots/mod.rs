@@ -87,6 +87,11 @@ pub struct Snapshot {
     pub kind: String,
     /// Rows the refresh wrote.
     pub rows: u64,
+    /// Data files the commit added.
+    pub files_added: u64,
+    /// Data files the commit removed (an incremental refresh rewrites the
+    /// files that held the changed transactions' old rows).
+    pub files_removed: u64,
     /// From the refresh's start to its commit.
     pub duration_ms: u64,
     /// The table's folder, relative to the warehouse root (ends in `/`).
@@ -115,6 +120,8 @@ impl Snapshot {
             operation: version.operation,
             kind,
             rows: version.rows_added,
+            files_added: version.files_added,
+            files_removed: version.files_removed,
             duration_ms,
             location: format!("output/{view}/"),
             inputs,
@@ -257,6 +264,8 @@ impl Materializer {
                     operation: "LEGACY".to_owned(),
                     kind: "legacy".to_owned(),
                     rows: old.rows,
+                    files_added: 0,
+                    files_removed: 0,
                     duration_ms: 0,
                     location: old.location.clone(),
                     inputs: None,
@@ -434,6 +443,8 @@ impl Materializer {
                     operation: String::new(),
                     kind: String::new(),
                     rows: 0,
+                    files_added: 0,
+                    files_removed: 0,
                     duration_ms: 0,
                     location: format!("output/{}/", slot.view),
                     inputs: None,
@@ -441,6 +452,8 @@ impl Materializer {
                 unchanged.run_id = Some(run_id);
                 unchanged.kind = "unchanged".to_owned();
                 unchanged.rows = 0;
+                unchanged.files_added = 0;
+                unchanged.files_removed = 0;
                 unchanged.duration_ms = elapsed_ms(started);
                 // Still the time for retention: what a failed or killed
                 // refresh left goes now.

@@ -170,9 +170,10 @@ async fn concurrent_snapshot_commits_on_s3_cannot_both_win() {
         .with_region("us-east-1")
         .build()
         .unwrap();
+    let store: std::sync::Arc<dyn object_store::ObjectStore> = std::sync::Arc::new(store);
     let warehouse = Warehouse::with_store(
         url::Url::parse("s3://recon-warehouse/race/").unwrap(),
-        std::sync::Arc::new(store),
+        std::sync::Arc::clone(&store),
     );
     let ctx = SessionContext::new();
     warehouse.register(ctx.runtime_env().as_ref());
@@ -231,4 +232,18 @@ async fn concurrent_snapshot_commits_on_s3_cannot_both_win() {
         assert_eq!(printed.lines().count(), 5, "{printed}");
         assert!(printed.contains(&format!("| {} ", won[0])), "{printed}");
     }
+    // What makes a commit exclusive: the store refuses a second create of a
+    // version's log entry (moto honours S3's If-None-Match).
+    let first = Path::from("race/output/final_index/_delta_log/00000000000000000000.json");
+    let again = store
+        .put_opts(
+            &first,
+            object_store::PutPayload::from_static(b"{}"),
+            object_store::PutMode::Create.into(),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(object_store::Error::AlreadyExists { .. })),
+        "{again:?}"
+    );
 }

@@ -64,10 +64,12 @@ def lake(tmp_path_factory):
             "--kafka-brokers", brokers, "--kafka-flush-interval-secs", "1",
             "--snapshot-retention", str(RETENTION),
         ])
+        lake = Lake(proc, uri, brokers)
         try:
-            yield Lake(proc, uri, brokers)
+            yield lake
         finally:
-            stop_server(proc)
+            # The server running now: a test may have restarted it.
+            stop_server(lake.proc)
     finally:
         broker.kill()
         broker.wait()

@@ -40,6 +40,25 @@ pub async fn files_of(warehouse: &Path, view: &str, version: u64) -> BTreeSet<St
         .collect()
 }
 
+/// Names of the data files the newest `refreshes` refresh versions of
+/// `view`'s table use, together.
+pub async fn files_of_refreshes(
+    warehouse: &Path,
+    view: &str,
+    refreshes: usize,
+) -> BTreeSet<String> {
+    let mut used = BTreeSet::new();
+    let versions = versions(warehouse, view).await;
+    for v in versions
+        .iter()
+        .filter(|v| v.refresh.is_some())
+        .take(refreshes)
+    {
+        used.extend(files_of(warehouse, view, v.version).await);
+    }
+    used
+}
+
 /// Names of the files in `view`'s folder (data files, and uploads an
 /// interrupted write left staged as `<file>#<n>`), not the log.
 pub fn files_on_disk(warehouse: &Path, view: &str) -> BTreeSet<String> {

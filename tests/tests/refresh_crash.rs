@@ -10,7 +10,6 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -45,12 +44,7 @@ async fn start(warehouse: &Path) -> (KillOnDrop, FlightSqlServiceClient<Channel>
 async fn on_disk(warehouse: &Path) -> (String, Vec<String>, Vec<String>) {
     let (version, run_id) = delta::current_refresh(warehouse, "final_index").await;
     let files = delta::files_of(warehouse, "final_index", version).await;
-    let mut used = BTreeSet::new();
-    for v in delta::versions(warehouse, "final_index").await {
-        if v.refresh.is_some() {
-            used.extend(delta::files_of(warehouse, "final_index", v.version).await);
-        }
-    }
+    let used = delta::files_of_refreshes(warehouse, "final_index", usize::MAX).await;
     let orphans = delta::files_on_disk(warehouse, "final_index")
         .difference(&used)
         .cloned()

@@ -36,17 +36,7 @@ async fn count(
 /// versions use (nothing vacuumed too early, nothing left behind).
 async fn assert_files_are_the_kept_versions(server: &TestServer, view: &str, kept: usize) {
     let root = server.warehouse.path();
-    let refreshes: Vec<u64> = delta::versions(root, view)
-        .await
-        .into_iter()
-        .filter(|v| v.refresh.is_some())
-        .map(|v| v.version)
-        .take(kept)
-        .collect();
-    let mut used = std::collections::BTreeSet::new();
-    for version in refreshes {
-        used.extend(delta::files_of(root, view, version).await);
-    }
+    let used = delta::files_of_refreshes(root, view, kept).await;
     assert_eq!(delta::files_on_disk(root, view), used, "{view}");
 }
 

@@ -105,10 +105,6 @@ pub(super) fn snapshots_table(materializer: Weak<Materializer>) -> SystemTable {
             return snapshots_batch(&[], &|_| 0);
         };
         let snapshots = materializer.snapshots();
-        snapshots_batch(&snapshots, &|view| {
-            materializer
-                .versions(view)
-                .map_or(0, |(_, oldest, _, _)| oldest)
-        })
+        snapshots_batch(&snapshots, &|view| materializer.oldest_readable(view))
     })
 }

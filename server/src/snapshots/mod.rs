@@ -193,6 +193,13 @@ struct ViewSnapshots {
     state: RwLock<ViewState>,
 }
 
+impl ViewSnapshots {
+    /// The state, read in place (no copy of the history).
+    fn state(&self) -> std::sync::RwLockReadGuard<'_, ViewState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// What is known of a view's table, kept up to date by its refreshes.
 #[derive(Debug, Clone, Default)]
 struct ViewState {
@@ -320,8 +327,16 @@ impl Materializer {
     pub fn current_rows(&self) -> Vec<(&'static str, u64)> {
         self.views
             .iter()
-            .map(|v| (v.view, read_lock(&v.state).rows))
+            .map(|v| (v.view, v.state().rows))
             .collect()
+    }
+
+    /// The oldest version of `view` still readable (0 for an unknown view).
+    fn oldest_readable(&self, view: &str) -> u64 {
+        self.views
+            .iter()
+            .find(|v| v.view == view)
+            .map_or(0, |v| v.state().oldest_readable)
     }
 
     /// `(history, oldest readable version, table)` of `view`, for time travel.

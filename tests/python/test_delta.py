@@ -123,7 +123,7 @@ class Lake:
 
 def normalized(table):
     """`table` without the run-time columns, in types every reader agrees on
-    (timestamps as microseconds UTC, strings as plain strings, floats to 6 places)."""
+    (timestamps as microseconds UTC, strings as plain strings)."""
     fields = []
     columns = []
     for field, column in zip(table.schema, table.columns):
@@ -132,10 +132,6 @@ def normalized(table):
         kind = field.type
         if pa.types.is_timestamp(kind):
             column = pc.cast(column, pa.timestamp("us", tz="UTC"))
-        elif pa.types.is_floating(kind):
-            # Sums (daily_value, merchant_kpi) depend on the order rows were
-            # added in, which parallel aggregation does not fix.
-            column = pc.round(column, 6)
         elif pa.types.is_string_view(kind) or pa.types.is_large_string(kind):
             column = pc.cast(column, pa.string())
         fields.append(field.name)
@@ -144,14 +140,34 @@ def normalized(table):
 
 
 def differences(left, right):
-    """(rows of left not in right, rows of right not in left), with duplicates (EXCEPT ALL)."""
+    """(rows of left not in right, rows of right not in left): EXCEPT ALL over
+    the columns that are not floats, and rows without a counterpart whose floats
+    agree to 1e-9 relative (sums such as daily_value depend on the order rows
+    were added in, which parallel aggregation does not fix)."""
     db = duckdb.connect()
-    db.register("l", normalized(left))
-    db.register("r", normalized(right))
-    names = ", ".join(f'"{n}"' for n in normalized(left).column_names)
-    missing = db.execute(f"SELECT count(*) FROM (SELECT {names} FROM l EXCEPT ALL SELECT {names} FROM r)").fetchone()[0]
-    extra = db.execute(f"SELECT count(*) FROM (SELECT {names} FROM r EXCEPT ALL SELECT {names} FROM l)").fetchone()[0]
-    return missing, extra
+    left, right = normalized(left), normalized(right)
+    db.register("l", left)
+    db.register("r", right)
+    floats = [f.name for f in left.schema if pa.types.is_floating(f.type)]
+    exact = [n for n in left.column_names if n not in floats]
+    names = ", ".join(f'"{n}"' for n in exact)
+    same = " AND ".join(
+        [f'a."{n}" IS NOT DISTINCT FROM b."{n}"' for n in exact]
+        + [f'(a."{n}" IS NOT DISTINCT FROM b."{n}" OR abs(a."{n}" - b."{n}") <= 1e-9 * greatest(1, abs(a."{n}")))'
+           for n in floats]
+    ) or "true"
+
+    def one_way(a, b):
+        unmatched = db.execute(
+            f"SELECT count(*) FROM (SELECT {names} FROM {a} EXCEPT ALL SELECT {names} FROM {b})"
+        ).fetchone()[0]
+        if floats:
+            unmatched += db.execute(
+                f"SELECT count(*) FROM {a} a WHERE NOT EXISTS (SELECT 1 FROM {b} b WHERE {same})"
+            ).fetchone()[0]
+        return unmatched
+
+    return one_way("l", "r"), one_way("r", "l")
 
 
 def readers(path, version=None):

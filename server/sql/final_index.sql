@@ -34,7 +34,16 @@ SELECT
     derive_status(b.status, b.reconciliation_status) AS final_status,
     t.processed_at,
     now() AS final_index_ts
-FROM batch_index b
-LEFT JOIN ml_fraud_signals m ON m.transaction_id = b.transaction_id
-LEFT JOIN policy pf ON pf.merchant_id = b.merchant_id
-LEFT JOIN transactions_latest t ON t.transaction_id = b.transaction_id
+-- Every row of batch_index, left-joined with the signals, the policy flags
+-- and the latest event's processed_at; written as RIGHT JOINs so that each
+-- join builds its hash table on the small or narrow side (200 merchants'
+-- flags, two columns of the latest events) and streams batch_index through
+-- it, the planner having no row counts for those sides to choose by.
+FROM transactions_latest t
+RIGHT JOIN (
+    policy pf
+    RIGHT JOIN (
+        ml_fraud_signals m
+        RIGHT JOIN batch_index b ON m.transaction_id = b.transaction_id
+    ) ON pf.merchant_id = b.merchant_id
+) ON t.transaction_id = b.transaction_id

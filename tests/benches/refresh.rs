@@ -18,7 +18,10 @@
 //!    (`REFRESH INDEX final_index FULL`) in the same run, as a ratio; then a
 //!    later event for each of the 10 000 most recent original transactions, and
 //!    the incremental refreshes again, with the data files each commit added and
-//!    removed (what part of the Delta table an incremental refresh rewrites).
+//!    removed (what part of the Delta table an incremental refresh rewrites);
+//! 5. `SELECT count(*)` and a full scan (all rows and columns over Flight SQL)
+//!    of `final_index_snapshot` after the full refreshes and after the
+//!    incremental ones (reads of a table with more, rewritten files).
 //!
 //! `scripts/bench-refresh.sh` builds and runs it (`BENCH_KEEP_WAREHOUSE=DIR` keeps
 //! a copy of the data set). Without `--bench` (under
@@ -79,7 +82,7 @@ fn main() {
             "wrote {n} transactions in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        let recon = runtime.block_on(refresh_all(dir.path(), &VIEWS));
+        let (recon, reads_before) = runtime.block_on(refresh_all(dir.path(), &VIEWS));
         let duck = duckdb(&python, dir.path());
         let mut total = (0.0, 0.0);
         for (view, (rows, seconds)) in VIEWS.iter().zip(&recon) {
@@ -102,13 +105,14 @@ fn main() {
             total.0 / total.1
         );
         if i + 1 == scales.len() {
+            print_reads("after the full refreshes", reads_before);
             append_scale_transactions(dir.path(), n, ADDED, 43);
             let statements = [
                 "REFRESH INDEX batch_index",
                 "REFRESH INDEX final_index",
                 "REFRESH INDEX final_index FULL",
             ];
-            let after = runtime.block_on(run_after_warm_up(dir.path(), &statements));
+            let (after, _) = runtime.block_on(run_after_warm_up(dir.path(), &statements));
             println!(
                 "\n| after {ADDED} new transactions at {n} | kind, files added, files removed | rows written | s |"
             );
@@ -125,7 +129,7 @@ fn main() {
             let recent: Vec<usize> = (n - ADDED..n).collect();
             append_status_updates(dir.path(), &recent, n + ADDED);
             let statements = ["REFRESH INDEX batch_index", "REFRESH INDEX final_index"];
-            let after = runtime.block_on(run_after_warm_up(dir.path(), &statements));
+            let (after, reads_after) = runtime.block_on(run_after_warm_up(dir.path(), &statements));
             println!(
                 "\n| after {ADDED} updated transactions at {n} | kind, files added, files removed | rows written | s |"
             );
@@ -133,12 +137,16 @@ fn main() {
             for (statement, (kind, rows, seconds)) in statements.iter().zip(&after) {
                 println!("| `{statement}` | {kind} | {rows} | {seconds:.2} |");
             }
+            print_reads(
+                "after the incremental refreshes of new and updated transactions",
+                reads_after,
+            );
         }
     }
 }
 
 /// Starts recon over `warehouse` and refreshes `views` in turn: (rows, seconds) each.
-async fn refresh_all(warehouse: &Path, views: &[&str]) -> Vec<(i64, f64)> {
+async fn refresh_all(warehouse: &Path, views: &[&str]) -> (Vec<(i64, f64)>, Reads) {
     let port = free_port();
     let mut child = KillOnDrop(
         recon_serve(warehouse, port)
@@ -172,13 +180,45 @@ async fn refresh_all(warehouse: &Path, views: &[&str]) -> Vec<(i64, f64)> {
             .expect("refresh");
         out.push((rows, started.elapsed().as_secs_f64()));
     }
-    out
+    (out, snapshot_reads(&mut client).await)
+}
+
+/// Times `SELECT count(*)` and a full scan (`EXPLAIN ANALYZE SELECT *`: every
+/// row and column read in the server, none sent) of `final_index_snapshot`:
+/// (count s, scan s, rows).
+async fn snapshot_reads(client: &mut FlightSqlServiceClient<Channel>) -> Reads {
+    let started = Instant::now();
+    let count = recon_integration_tests::query(client, "SELECT count(*) FROM final_index_snapshot")
+        .await
+        .expect("count the snapshot");
+    let seconds = started.elapsed().as_secs_f64();
+    let rows = recon_integration_tests::first_row(&recon_integration_tests::table(&count))
+        .parse()
+        .expect("a count");
+    let started = Instant::now();
+    recon_integration_tests::query(client, "EXPLAIN ANALYZE SELECT * FROM final_index_snapshot")
+        .await
+        .expect("scan the snapshot");
+    (seconds, started.elapsed().as_secs_f64(), rows)
+}
+
+/// [`snapshot_reads`]' figures.
+type Reads = (f64, f64, usize);
+
+/// Prints [`snapshot_reads`]' figures as a table.
+fn print_reads(when: &str, (count, scan, rows): Reads) {
+    println!("\n| `final_index_snapshot` {when} | count(*) s | full scan s | rows scanned |");
+    println!("|---|---|---|---|");
+    println!("| | {count:.3} | {scan:.2} | {rows} |");
 }
 
 /// Starts recon over `warehouse`, warms it up with an untimed query over every
 /// index (tables loaded, latest-event index built), then runs `statements` in
 /// turn: (snapshot kind, rows written, seconds) each.
-async fn run_after_warm_up(warehouse: &Path, statements: &[&str]) -> Vec<(String, i64, f64)> {
+async fn run_after_warm_up(
+    warehouse: &Path,
+    statements: &[&str],
+) -> (Vec<(String, i64, f64)>, Reads) {
     let port = free_port();
     let mut child = KillOnDrop(recon_serve(warehouse, port).spawn().expect("start recon"));
     let mut client: FlightSqlServiceClient<Channel> = connect_when_listening(
@@ -221,7 +261,7 @@ async fn run_after_warm_up(warehouse: &Path, statements: &[&str]) -> Vec<(String
         let kind = recon_integration_tests::first_row(&recon_integration_tests::table(&kind));
         out.push((kind, rows, seconds));
     }
-    out
+    (out, snapshot_reads(&mut client).await)
 }
 
 fn duckdb(python: &str, warehouse: &Path) -> serde_json::Value {

@@ -540,12 +540,16 @@ pub fn recon_binary() -> std::path::PathBuf {
 
 /// `recon serve` over `warehouse` (a path or an object store URL) with Flight
 /// SQL on loopback `port`, HTTP on any free loopback port, warnings only in the
-/// log, stdout discarded.
+/// log (or what `RECON_TEST_LOG` says, e.g. `warn,recon_server::snapshots=debug`
+/// for each refresh's phases), stdout discarded.
 pub fn recon_serve(warehouse: impl AsRef<std::ffi::OsStr>, port: u16) -> std::process::Command {
     let mut command = std::process::Command::new(recon_binary());
     command
         .args(serve_args(warehouse, port, 0))
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("RECON_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
         .stdout(std::process::Stdio::null());
     command
 }

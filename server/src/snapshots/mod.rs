@@ -28,6 +28,7 @@ pub mod history;
 pub mod incremental;
 pub mod legacy;
 pub mod time_travel;
+mod writer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -44,7 +45,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionContext, col, lit};
 use serde::Serialize;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::warehouse::Warehouse;
 use delta::{IndexTable, RefreshRecord};
@@ -480,10 +481,10 @@ impl Materializer {
                 return Ok(unchanged);
             }
             Some((key, ids)) => {
-                let ids: Vec<Expr> = ids.into_iter().map(lit).collect();
-                let changed = col(key).in_list(ids, false);
-                frame = frame.filter(changed.clone())?;
-                replace = Some(changed);
+                let changed =
+                    col(key).in_list(ids.iter().map(|id| lit(id.as_str())).collect(), false);
+                frame = frame.filter(changed)?;
+                replace = Some((key, ids));
                 "incremental"
             }
             None => "full",
@@ -497,19 +498,23 @@ impl Materializer {
                     .map_err(|e| DataFusionError::External(Box::new(e)))?,
             ),
         };
+        let phase = Instant::now();
         let table = slot
             .index
             .write(
                 &self.ctx.state(),
                 frame.into_unoptimized_plan(),
-                replace,
+                replace.as_ref().map(|(key, ids)| (*key, ids.as_slice())),
                 &record,
             )
             .await?;
         let version = table.version().unwrap_or(0);
+        let write_ms = elapsed_ms(phase);
+        let phase = Instant::now();
         // Committed: from here on this version is the current one.
         let provider = IndexTable::provider(&table, &self.ctx.state()).await?;
         let rows = count_rows(&self.ctx, Arc::clone(&provider)).await?;
+        let count_ms = elapsed_ms(phase);
         slot.table.switch(provider);
         let snapshot = Snapshot::from_version(slot.view, slot.index.version_info(version).await?);
         let mut state = state;
@@ -518,9 +523,17 @@ impl Materializer {
         state.rows = rows;
         state.oldest_readable = oldest_kept(&state.history, self.retention);
         *slot.state.write().unwrap_or_else(|e| e.into_inner()) = state.clone();
+        let phase = Instant::now();
         if let Err(e) = self.maintain(slot, table, state, true).await {
             warn!(view = slot.view, error = %e, "cannot clean up old snapshots");
         }
+        debug!(
+            view = slot.view,
+            write_ms,
+            count_ms,
+            maintain_ms = elapsed_ms(phase),
+            "refresh phases"
+        );
         Ok(snapshot)
     }
 

@@ -292,6 +292,57 @@ async fn leftovers_are_removed_and_snapshots_survive_a_restart() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn a_foreign_delta_log_stops_only_that_views_refresh() {
+    let server = server(3).await;
+    let mut client = server.sql_client().await;
+    for view in ["batch_index", "final_index"] {
+        client
+            .execute_update(format!("REFRESH INDEX {view}"), None)
+            .await
+            .unwrap();
+    }
+    let warehouse = server.stop_keeping_warehouse().await;
+    // final_index's log replaced by one that is not Delta's.
+    let log = warehouse.path().join("output/final_index/_delta_log");
+    std::fs::remove_dir_all(&log).unwrap();
+    std::fs::create_dir(&log).unwrap();
+    std::fs::write(
+        log.join("00000000000000000000.json"),
+        b"{\"not\": \"a Delta action\"}\nnot JSON at all\n",
+    )
+    .unwrap();
+
+    // The server starts, and the other views keep refreshing.
+    let server = TestServer::start_in(warehouse, |_| {}).await;
+    let mut client = server.sql_client().await;
+    let err = client
+        .execute_update("REFRESH INDEX final_index".into(), None)
+        .await
+        .expect_err("a foreign log stops the refresh");
+    let message = err.to_string();
+    assert!(
+        message.contains("the Delta log of output/final_index/ cannot be read"),
+        "{message}"
+    );
+    for view in ["batch_index", "merchant_daily_kpi"] {
+        client
+            .execute_update(format!("REFRESH INDEX {view} FULL"), None)
+            .await
+            .unwrap_or_else(|e| panic!("{view}: {e}"));
+    }
+    let live = count(&mut client, "SELECT count(*) AS n FROM batch_index").await;
+    let snap = count(
+        &mut client,
+        "SELECT count(*) AS n FROM batch_index_snapshot",
+    )
+    .await;
+    assert_eq!(live, snap);
+    // The broken view's table was left as it was, for its owner to repair.
+    assert!(log.join("00000000000000000000.json").exists());
+    server.stop().await;
+}
+
 /// The rows of `view` minus those of its snapshot, and the other way round,
 /// over every column but the refresh timestamp: "0 0" when they are equal.
 async fn difference(

@@ -45,7 +45,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionContext, col, lit};
 use serde::Serialize;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::warehouse::Warehouse;
 use delta::{IndexTable, RefreshRecord};
@@ -250,7 +250,16 @@ impl Materializer {
             let index = IndexTable::new(warehouse, view);
             let table = Arc::new(SnapshotTable::new(delta::reader_schema(&schema)?));
             let mut state = ViewState::default();
-            if let Some(delta) = index.load().await? {
+            let loaded = match index.load().await {
+                Ok(loaded) => loaded,
+                // A corrupt or foreign log: this view's snapshot stays empty
+                // and its refreshes fail with the same error; the others run.
+                Err(e) => {
+                    error!(view, error = %e, "the view's Delta table cannot be read");
+                    None
+                }
+            };
+            if let Some(delta) = loaded {
                 let provider = IndexTable::provider(&delta, &ctx.state()).await?;
                 state.rows = count_rows(ctx, Arc::clone(&provider)).await?;
                 table.switch(provider);

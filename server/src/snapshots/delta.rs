@@ -237,11 +237,16 @@ pub(super) fn cast_to(plan: LogicalPlan, target: &Schema) -> Result<LogicalPlan>
     LogicalPlanBuilder::from(plan).project(columns)?.build()
 }
 
-/// The rows of transactions `ids`: `key IN (ids)`, with the ids' range as
-/// well, which lets a reader skip by the files' statistics the data files
-/// outside it (an IN list this long is not used for that).
-pub fn replaced_rows(key: &str, ids: &[String]) -> Expr {
-    let changed = col(key).in_list(ids.iter().map(|id| lit(id.as_str())).collect(), false);
+/// The rows of transactions `ids`: `key IN (ids)`.
+pub fn changed_rows(key: &str, ids: &[String]) -> Expr {
+    col(key).in_list(ids.iter().map(|id| lit(id.as_str())).collect(), false)
+}
+
+/// [`changed_rows`] with the ids' range as well, which lets delta-rs's
+/// replace-where skip by the files' statistics the data files outside it
+/// (an IN list this long is not used for that).
+fn replaced_rows(key: &str, ids: &[String]) -> Expr {
+    let changed = changed_rows(key, ids);
     match (ids.iter().min(), ids.iter().max()) {
         (Some(low), Some(high)) => col(key)
             .gt_eq(lit(low.as_str()))

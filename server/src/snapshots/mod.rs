@@ -43,7 +43,7 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::prelude::{SessionContext, col, lit};
+use datafusion::prelude::SessionContext;
 use serde::Serialize;
 use tracing::{debug, error, info, warn};
 
@@ -490,9 +490,7 @@ impl Materializer {
                 return Ok(unchanged);
             }
             Some((key, ids)) => {
-                let changed =
-                    col(key).in_list(ids.iter().map(|id| lit(id.as_str())).collect(), false);
-                frame = frame.filter(changed)?;
+                frame = frame.filter(delta::changed_rows(key, &ids))?;
                 replace = Some((key, ids));
                 "incremental"
             }

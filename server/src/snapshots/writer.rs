@@ -25,7 +25,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::session_state::SessionState;
-use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder, col, lit};
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::execute_stream_partitioned;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use delta_kernel::table_properties::DataSkippingNumIndexedCols;
@@ -38,7 +38,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::delta::{
     COMMIT_KEY, DEFAULT_INDEXED_COLUMNS, IndexTable, RefreshRecord, TARGET_FILE_BYTES, cast_to,
-    delta_error, writer_properties,
+    changed_rows, delta_error, writer_properties,
 };
 
 /// One refresh's write into `index`.
@@ -93,13 +93,13 @@ impl Written<'_> {
         ids: &[String],
     ) -> Result<DeltaTable> {
         let started = Instant::now();
-        let hits = self.files_holding(&table, key, ids).await?;
+        let ctx = SessionContext::new_with_state(self.session.clone());
+        let hits = self.files_holding(&ctx, &table, key, ids).await?;
         let new_rows = LogicalPlanBuilder::from(cast_to(plan, target)?);
         let plan = if hits.is_empty() {
             new_rows.build()?
         } else {
             // The rows the rewritten files keep, next to the new rows.
-            let ctx = SessionContext::new_with_state(self.session.clone());
             let urls = hits
                 .iter()
                 .map(|hit| self.file_url(&hit.file.path()))
@@ -107,11 +107,7 @@ impl Written<'_> {
             let kept = ctx
                 .read_parquet(urls, ParquetReadOptions::default())
                 .await?
-                .filter(
-                    col(key)
-                        .in_list(ids.iter().map(|id| lit(id.as_str())).collect(), false)
-                        .is_not_true(),
-                )?
+                .filter(changed_rows(key, ids).is_not_true())?
                 .into_unoptimized_plan();
             new_rows.union(cast_to(kept, target)?)?.build()?
         };
@@ -119,7 +115,8 @@ impl Written<'_> {
         let kept: i64 = hits
             .iter()
             .map(|hit| {
-                i64::try_from(hit.file.num_records().unwrap_or(0) as u64 - hit.rows).unwrap_or(0)
+                let rows = hit.file.num_records().unwrap_or(0) as u64;
+                i64::try_from(rows.saturating_sub(hit.rows)).unwrap_or(0)
             })
             .sum();
         let removes = hits
@@ -137,6 +134,7 @@ impl Written<'_> {
     /// those the ones whose `key` column does.
     async fn files_holding(
         &self,
+        ctx: &SessionContext,
         table: &DeltaTable,
         key: &str,
         ids: &[String],
@@ -167,7 +165,6 @@ impl Written<'_> {
             return Ok(Vec::new());
         }
         let wanted: HashSet<&str> = sorted.into_iter().collect();
-        let ctx = SessionContext::new_with_state(self.session.clone());
         let mut hits = Vec::new();
         for file in candidates {
             let keys = ctx

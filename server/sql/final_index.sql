@@ -3,18 +3,32 @@
 -- policy types that apply to the merchant (its own or merchant_id NULL; sorted,
 -- distinct, comma-joined; NULL when none), and the derived labels.
 CREATE VIEW final_index AS
-WITH merchants_in_use AS (
-    SELECT DISTINCT merchant_id FROM transactions_latest
+-- Policy types apply to the merchant named in them, and those without a
+-- merchant to every merchant: the flags of a merchant with policies of its
+-- own merge both lists; every other merchant has the global list (NULL when
+-- it is empty). Both come from policy_data alone, so the planner sees two
+-- small inputs (no pass over the transactions to list the merchants in use).
+WITH own_types AS (
+    SELECT merchant_id, array_agg(DISTINCT policy_type) AS types
+    FROM policy_data
+    WHERE active_flag AND policy_type IS NOT NULL AND merchant_id IS NOT NULL
+    GROUP BY merchant_id
+),
+global_types AS (
+    SELECT array_agg(DISTINCT policy_type) AS types
+    FROM policy_data
+    WHERE active_flag AND policy_type IS NOT NULL AND merchant_id IS NULL
 ),
 policy AS (
     SELECT
-        mi.merchant_id,
-        array_to_string(array_sort(array_distinct(array_agg(p.policy_type))), ',') AS policy_flags
-    FROM merchants_in_use mi
-    JOIN policy_data p
-      ON p.active_flag AND (p.merchant_id = mi.merchant_id OR p.merchant_id IS NULL)
-    WHERE p.policy_type IS NOT NULL
-    GROUP BY mi.merchant_id
+        o.merchant_id,
+        array_to_string(array_sort(array_distinct(
+            array_concat(o.types, coalesce(g.types, o.types))
+        )), ',') AS policy_flags
+    FROM own_types o CROSS JOIN global_types g
+),
+global_policy AS (
+    SELECT array_to_string(array_sort(types), ',') AS policy_flags FROM global_types
 )
 SELECT
     b.transaction_id,
@@ -28,17 +42,19 @@ SELECT
     m.fraud_signal_id,
     m.fraud_score,
     m.inference_time,
-    pf.policy_flags,
-    flag_compliance(m.fraud_score, pf.policy_flags) AS risk_label,
+    coalesce(pf.policy_flags, gp.policy_flags) AS policy_flags,
+    flag_compliance(m.fraud_score, coalesce(pf.policy_flags, gp.policy_flags)) AS risk_label,
     mask_sensitive(b.user_id) AS masked_user,
     derive_status(b.status, b.reconciliation_status) AS final_status,
     t.processed_at,
     now() AS final_index_ts
 -- Every row of batch_index, left-joined with the signals, the policy flags
 -- and the latest event's processed_at; written as RIGHT JOINs so that each
--- join builds its hash table on the small or narrow side (200 merchants'
+-- join builds its hash table on the small or narrow side (the merchants'
 -- flags, two columns of the latest events) and streams batch_index through
--- it, the planner having no row counts for those sides to choose by.
+-- it, the planner having no row counts for those sides to choose by. (The
+-- join for processed_at is not run as a join: the plan carries processed_at
+-- up from batch_index's own scan of transactions_latest, see keyed_join.rs.)
 FROM transactions_latest t
 RIGHT JOIN (
     policy pf
@@ -47,3 +63,4 @@ RIGHT JOIN (
         RIGHT JOIN batch_index b ON m.transaction_id = b.transaction_id
     ) ON pf.merchant_id = b.merchant_id
 ) ON t.transaction_id = b.transaction_id
+CROSS JOIN global_policy gp

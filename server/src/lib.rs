@@ -26,6 +26,7 @@ pub mod flight;
 pub mod http;
 pub mod indexes;
 pub mod ingest;
+pub mod keyed_join;
 pub mod metrics;
 pub mod policy;
 pub mod query_runtime;
@@ -55,8 +56,9 @@ pub fn session_context(rules: &Rules) -> Result<SessionContext, InvalidRules> {
     Ok(ctx)
 }
 
-/// DataFusion's defaults, catalog `recon.public`, the information schema, and
-/// joins that yield to the scheduler ([`query_runtime::YieldingJoins`]).
+/// DataFusion's defaults, catalog `recon.public`, the information schema,
+/// joins that yield to the scheduler ([`query_runtime::YieldingJoins`]) and
+/// no join of a table with rows already holding it ([`keyed_join`]).
 fn new_context(runtime: Arc<RuntimeEnv>) -> SessionContext {
     let config = SessionConfig::new()
         .with_default_catalog_and_schema("recon", "public")
@@ -65,6 +67,7 @@ fn new_context(runtime: Arc<RuntimeEnv>) -> SessionContext {
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
+        .with_optimizer_rule(Arc::new(keyed_join::EliminateKeyedSelfJoin))
         .with_physical_optimizer_rule(Arc::new(query_runtime::YieldingJoins))
         .build();
     SessionContext::new_with_state(state)

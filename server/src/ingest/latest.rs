@@ -21,7 +21,7 @@ use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::compute::interleave_record_batch;
 use datafusion::arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use datafusion::catalog::Session;
-use datafusion::common::ScalarValue;
+use datafusion::common::{Constraint, Constraints, ScalarValue};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::expr::InList;
@@ -52,14 +52,22 @@ struct Index {
 pub struct LatestTable {
     source: Arc<LiveTable>,
     index: Mutex<Index>,
+    /// `transaction_id` is the primary key (what [`crate::keyed_join`] needs).
+    key: Constraints,
 }
 
 impl LatestTable {
     /// The latest events of `source`.
     pub fn new(source: Arc<LiveTable>) -> Self {
+        let key = source
+            .schema()
+            .index_of("transaction_id")
+            .map(|i| Constraints::new_unverified(vec![Constraint::PrimaryKey(vec![i])]))
+            .unwrap_or_default();
         Self {
             source,
             index: Mutex::default(),
+            key,
         }
     }
 
@@ -164,6 +172,10 @@ impl TableProvider for LatestTable {
 
     fn table_type(&self) -> TableType {
         TableType::View
+    }
+
+    fn constraints(&self) -> Option<&Constraints> {
+        Some(&self.key)
     }
 
     fn supports_filters_pushdown(

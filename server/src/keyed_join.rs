@@ -231,11 +231,8 @@ fn carry(
             };
             let mut group = aggregate.group_expr.clone();
             group.extend(below.columns.iter().cloned().map(Expr::Column));
-            let rewritten = Aggregate::try_new(
-                Arc::new(below.plan),
-                group,
-                aggregate.aggr_expr.clone(),
-            )?;
+            let rewritten =
+                Aggregate::try_new(Arc::new(below.plan), group, aggregate.aggr_expr.clone())?;
             Ok(Some(Carried {
                 key: key.clone(),
                 columns: below.columns,
@@ -294,8 +291,7 @@ fn carry_scan(scan: &TableScan, index: usize, wanted: &Wanted) -> Result<Option<
         return Ok(None);
     };
     let source_index = |i: usize| scan.projection.as_ref().map_or(i, |p| p[i]);
-    if Arc::as_ptr(&provider).cast::<()>() != wanted.identity || source_index(index) != wanted.key
-    {
+    if Arc::as_ptr(&provider).cast::<()>() != wanted.identity || source_index(index) != wanted.key {
         return Ok(None);
     }
     let projection = scan.projection.clone().map(|mut projection| {
@@ -339,9 +335,9 @@ fn replace(
         let source = if i == key_index {
             &carried.key
         } else {
-            others.next().ok_or_else(|| {
-                DataFusionError::Internal("a carried column went missing".into())
-            })?
+            others
+                .next()
+                .ok_or_else(|| DataFusionError::Internal("a carried column went missing".into()))?
         };
         keyed_exprs
             .push(Expr::Column(source.clone()).alias_qualified(qualifier.cloned(), field.name()));
@@ -400,9 +396,10 @@ mod tests {
         .unwrap();
         let mut table = MemTable::try_new(schema, vec![vec![tx]]).unwrap();
         if keyed {
-            table = table.with_constraints(Constraints::new_unverified(vec![
-                Constraint::PrimaryKey(vec![0]),
-            ]));
+            table =
+                table.with_constraints(Constraints::new_unverified(vec![Constraint::PrimaryKey(
+                    vec![0],
+                )]));
         }
         ctx.register_table("tx", Arc::new(table)).unwrap();
         let st_schema = Arc::new(Schema::new(vec![
@@ -412,7 +409,13 @@ mod tests {
         let st = RecordBatch::try_new(
             Arc::clone(&st_schema),
             vec![
-                Arc::new(StringArray::from(vec![Some("a"), Some("a"), Some("c"), Some("x"), None])),
+                Arc::new(StringArray::from(vec![
+                    Some("a"),
+                    Some("a"),
+                    Some("c"),
+                    Some("x"),
+                    None,
+                ])),
                 Arc::new(Float64Array::from(vec![1.0, 2.0, 3.0, 4.0, 5.0])),
             ],
         )

@@ -207,8 +207,9 @@ impl TableProvider for LatestTable {
     }
 }
 
-/// The ids a filter `transaction_id = 'x'` or `transaction_id IN ('x', …)` asks for.
-fn wanted_ids(filter: &Expr) -> Option<Vec<&str>> {
+/// The ids a filter `transaction_id = 'x'` or `transaction_id IN ('x', …)` asks
+/// for (also what the batch tables' in-memory copies look up, [`crate::table_cache`]).
+pub(crate) fn wanted_ids(filter: &Expr) -> Option<Vec<&str>> {
     let is_id = |e: &Expr| matches!(e, Expr::Column(c) if c.name == "transaction_id");
     match filter {
         Expr::InList(InList {

@@ -450,11 +450,13 @@ impl Materializer {
         // Read before the view is computed: events after these offsets may or
         // may not be in this snapshot, so the next incremental refresh redoes them.
         let inputs = incremental::current(&self.ctx, &self.warehouse, slot.view).await?;
+        let inputs_ms = elapsed_ms(started);
         let state = read_lock(&slot.state);
         let delta = match (mode, state.legacy) {
             (RefreshMode::Full, _) | (_, true) => None,
             (RefreshMode::Auto, false) => self.delta(slot.view, &state, &inputs).await?,
         };
+        let changes_ms = elapsed_ms(started) - inputs_ms;
         let mut frame = self.ctx.table(slot.view).await?;
         let mut replace = None;
         let kind = match delta {
@@ -536,6 +538,8 @@ impl Materializer {
         }
         debug!(
             view = slot.view,
+            inputs_ms,
+            changes_ms,
             write_ms,
             count_ms,
             maintain_ms = elapsed_ms(phase),

@@ -95,6 +95,7 @@ impl Written<'_> {
         let started = Instant::now();
         let ctx = SessionContext::new_with_state(self.session.clone());
         let hits = self.files_holding(&ctx, &table, key, ids).await?;
+        let files_ms = started.elapsed().as_millis();
         let new_rows = LogicalPlanBuilder::from(cast_to(plan, target)?);
         let plan = if hits.is_empty() {
             new_rows.build()?
@@ -112,6 +113,12 @@ impl Written<'_> {
             new_rows.union(cast_to(kept, target)?)?.build()?
         };
         let adds = self.write_files(&table, plan).await?;
+        tracing::debug!(
+            files_ms,
+            compute_and_write_ms = started.elapsed().as_millis() - files_ms,
+            rewritten = hits.len(),
+            "incremental write"
+        );
         let kept: i64 = hits
             .iter()
             .map(|hit| {

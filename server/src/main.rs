@@ -5,10 +5,6 @@ use clap::{Parser, Subcommand};
 use recon_server::config::ConfigArgs;
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc keeps freed pages for the next batch; see the workspace Cargo.toml.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// recon: payment reconciliation as a live SQL service.
 #[derive(Debug, Parser)]
 #[command(name = "recon", version)]

@@ -68,7 +68,7 @@ impl OptimizerRule for EliminateKeyedSelfJoin {
     }
 }
 
-/// The scan a join side is (under aliases), and the side's key column.
+/// A join side (`plan`) that is a scan (`scan`) under aliases.
 struct KeyedSide<'a> {
     plan: &'a LogicalPlan,
     scan: &'a TableScan,
@@ -151,9 +151,8 @@ fn keyed_side(plan: &LogicalPlan) -> Option<KeyedSide<'_>> {
 /// key) and the source indices of the side's columns.
 fn wanted(side: &KeyedSide<'_>, key: &Column) -> Result<Option<Wanted>> {
     let scan = side.scan;
-    let source_index = |i: usize| scan.projection.as_ref().map_or(i, |p| p[i]);
     let key_index = side.plan.schema().index_of_column(key)?;
-    let key = source_index(key_index);
+    let key = source_index(scan, key_index);
     let unique = scan.source.constraints().is_some_and(|constraints| {
         constraints.iter().any(|c| match c {
             Constraint::PrimaryKey(columns) | Constraint::Unique(columns) => {
@@ -161,20 +160,28 @@ fn wanted(side: &KeyedSide<'_>, key: &Column) -> Result<Option<Wanted>> {
             }
         })
     });
-    if !unique {
-        return Ok(None);
-    }
-    let Ok(provider) = source_as_provider(&scan.source) else {
+    let (true, Some(identity)) = (unique, identity(scan)) else {
         return Ok(None);
     };
     Ok(Some(Wanted {
-        identity: Arc::as_ptr(&provider).cast::<()>(),
+        identity,
         key,
         columns: (0..side.plan.schema().fields().len())
             .filter(|&i| i != key_index)
-            .map(source_index)
+            .map(|i| source_index(scan, i))
             .collect(),
     }))
+}
+
+/// The index in the table's schema of `scan`'s output column `i`.
+fn source_index(scan: &TableScan, i: usize) -> usize {
+    scan.projection.as_ref().map_or(i, |p| p[i])
+}
+
+/// The provider `scan` reads, as an address: two scans of one table share it.
+fn identity(scan: &TableScan) -> Option<*const ()> {
+    let provider = source_as_provider(&scan.source).ok()?;
+    Some(Arc::as_ptr(&provider).cast::<()>())
 }
 
 /// `plan` rewritten to output the wanted columns of the scan its column `key`
@@ -239,17 +246,8 @@ fn carry(
                 plan: LogicalPlan::Aggregate(rewritten),
             }))
         }
-        LogicalPlan::Filter(filter) => {
-            let Some(below) = carry(&filter.input, key, wanted, config)? else {
-                return Ok(None);
-            };
-            let rewritten = Filter::try_new(filter.predicate.clone(), Arc::new(below.plan))?;
-            Ok(Some(Carried {
-                plan: LogicalPlan::Filter(rewritten),
-                ..below
-            }))
-        }
-        LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => {
+        // Rows dropped or reordered, columns as their input's.
+        LogicalPlan::Filter(_) | LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => {
             let input = plan.inputs()[0];
             let Some(below) = carry(input, key, wanted, config)? else {
                 return Ok(None);
@@ -287,11 +285,7 @@ fn carry(
 /// A scan of the wanted table whose output column `index` is the key: the
 /// same scan, reading the wanted columns too.
 fn carry_scan(scan: &TableScan, index: usize, wanted: &Wanted) -> Result<Option<Carried>> {
-    let Ok(provider) = source_as_provider(&scan.source) else {
-        return Ok(None);
-    };
-    let source_index = |i: usize| scan.projection.as_ref().map_or(i, |p| p[i]);
-    if Arc::as_ptr(&provider).cast::<()>() != wanted.identity || source_index(index) != wanted.key {
+    if identity(scan) != Some(wanted.identity) || source_index(scan, index) != wanted.key {
         return Ok(None);
     }
     let projection = scan.projection.clone().map(|mut projection| {

@@ -99,6 +99,11 @@ enum Keys<'a> {
 }
 
 impl<'a> Keys<'a> {
+    /// The key columns of `batches`, if every one is of a string type.
+    fn all(batches: &[&'a RecordBatch], column: usize) -> Option<Vec<Self>> {
+        batches.iter().map(|b| Self::of(b, column)).collect()
+    }
+
     fn of(batch: &'a RecordBatch, column: usize) -> Option<Self> {
         use datafusion::arrow::array::AsArray;
         let array = batch.column(column);
@@ -129,10 +134,7 @@ impl KeyIndex {
     /// string type.
     fn build(batches: &[&RecordBatch]) -> Option<Self> {
         let column = batches.first()?.schema().index_of(KEY).ok()?;
-        let keys: Vec<Keys<'_>> = batches
-            .iter()
-            .map(|b| Keys::of(b, column))
-            .collect::<Option<_>>()?;
+        let keys = Keys::all(batches, column)?;
         let mut order = Vec::new();
         for (b, batch) in batches.iter().enumerate() {
             let b = u32::try_from(b).ok()?;
@@ -153,10 +155,7 @@ impl KeyIndex {
 
     /// The rows of `batches` whose key is one of `ids`, as one batch.
     fn lookup(&self, batches: &[&RecordBatch], ids: &[&str]) -> Result<RecordBatch> {
-        let keys: Vec<Keys<'_>> = batches
-            .iter()
-            .map(|b| Keys::of(b, self.column))
-            .collect::<Option<_>>()
+        let keys = Keys::all(batches, self.column)
             .ok_or_else(|| DataFusionError::Internal(format!("{KEY} is not a string")))?;
         let key = |&(b, r): &(u32, u32)| keys[b as usize].get(r as usize);
         let mut rows = Vec::new();

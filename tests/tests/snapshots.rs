@@ -297,10 +297,7 @@ async fn a_foreign_delta_log_stops_only_that_views_refresh() {
     let server = server(3).await;
     let mut client = server.sql_client().await;
     for view in ["batch_index", "final_index"] {
-        client
-            .execute_update(format!("REFRESH INDEX {view}"), None)
-            .await
-            .unwrap();
+        refresh(&mut client, view).await;
     }
     let warehouse = server.stop_keeping_warehouse().await;
     // final_index's log replaced by one that is not Delta's.
@@ -369,6 +366,17 @@ async fn difference(
     first_row(&count(client, &sql).await)
 }
 
+/// `REFRESH INDEX <view>` (incremental where it can be): the rows it wrote.
+async fn refresh(
+    client: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+    view: &str,
+) -> i64 {
+    client
+        .execute_update(format!("REFRESH INDEX {view}"), None)
+        .await
+        .unwrap_or_else(|e| panic!("REFRESH INDEX {view}: {e}"))
+}
+
 async fn current_kind(
     client: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
     view: &str,
@@ -382,10 +390,7 @@ async fn incremental_refresh_recomputes_only_changed_transactions() {
     let server = server(3).await;
     let mut client = server.sql_client().await;
     for view in ["batch_index", "final_index"] {
-        client
-            .execute_update(format!("REFRESH INDEX {view}"), None)
-            .await
-            .unwrap();
+        refresh(&mut client, view).await;
         assert_eq!(current_kind(&mut client, view).await, "full");
     }
     // 40 new transactions and a later event for 25 existing ones arrive.
@@ -401,10 +406,7 @@ async fn incremental_refresh_recomputes_only_changed_transactions() {
         .collect::<Vec<_>>()
         .join(", ");
     for view in ["batch_index", "final_index"] {
-        let written = client
-            .execute_update(format!("REFRESH INDEX {view}"), None)
-            .await
-            .unwrap();
+        let written = refresh(&mut client, view).await;
         assert_eq!(current_kind(&mut client, view).await, "incremental");
         // Exactly the changed transactions' rows were written.
         let changed = count(

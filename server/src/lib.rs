@@ -13,6 +13,8 @@
 //! - [`query_runtime`]: the thread pool queries run on, apart from gRPC/HTTP.
 //! - [`value_limits`]: a ceiling on the values functions build.
 //! - [`ingest`]: Kafka → the live `transactions` tables.
+//! - [`keyed_join`]: an optimizer rule that drops a join back to a plan's own rows.
+//! - [`id_set`]: a set of transaction ids as one filter (incremental refreshes).
 //! - [`indexes`]: the `batch_index`, `final_index`, `merchant_daily_kpi` views.
 //! - [`snapshots`]: their materialised Parquet snapshots (`<view>_snapshot`).
 //! - [`appends`]: durable appends to batch tables (HTTP signals, bulk ingest).
@@ -24,6 +26,7 @@ pub mod appends;
 pub mod config;
 pub mod flight;
 pub mod http;
+pub mod id_set;
 pub mod indexes;
 pub mod ingest;
 pub mod keyed_join;

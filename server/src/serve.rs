@@ -86,6 +86,7 @@ pub async fn build_engine(config: &Config) -> anyhow::Result<Engine> {
     crate::indexes::register(&ctx, &config.indexes).await?;
     let materializer = Materializer::open(
         &ctx,
+        Arc::clone(&ingest_tables.transactions),
         &warehouse,
         config.indexes.snapshot_retention,
         config.indexes.uses_builtin_views(),

@@ -37,7 +37,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tracing::{info, warn};
 
-use crate::ingest::latest::wanted_ids;
+use crate::id_set::wanted_ids;
 
 /// Parquet bytes are assumed to grow by at most this factor when decoded; a
 /// load is not started when the files' size times this exceeds the free budget.

@@ -6,8 +6,8 @@
 //! returns every batch filtered by its "is latest" mask. This replaces a sort
 //! of every event per query — the largest cost of the index views.
 //!
-//! A scan filtered on `transaction_id = 'x'` or `transaction_id IN (…)` (what
-//! an incremental index refresh asks for) looks the ids up in the index and
+//! A scan filtered on `transaction_id = 'x'`, `transaction_id IN (…)` or a set
+//! of ids ([`crate::id_set`], what an incremental index refresh asks for) looks the ids up in the index and
 //! returns just their rows.
 
 use std::collections::HashMap;
@@ -21,14 +21,14 @@ use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::compute::interleave_record_batch;
 use datafusion::arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use datafusion::catalog::Session;
-use datafusion::common::{Constraint, Constraints, ScalarValue};
+use datafusion::common::{Constraint, Constraints};
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::expr::InList;
-use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::live::{LiveTable, memory_scan};
+use crate::id_set::wanted_ids;
 
 /// Where an event is and how it ranks: (event_time, partition, offset).
 #[derive(Debug, Clone, Copy)]
@@ -207,37 +207,6 @@ impl TableProvider for LatestTable {
     }
 }
 
-/// The ids a filter `transaction_id = 'x'` or `transaction_id IN ('x', …)` asks
-/// for (also what the batch tables' in-memory copies look up, [`crate::table_cache`]).
-pub(crate) fn wanted_ids(filter: &Expr) -> Option<Vec<&str>> {
-    let is_id = |e: &Expr| matches!(e, Expr::Column(c) if c.name == "transaction_id");
-    match filter {
-        Expr::InList(InList {
-            expr,
-            list,
-            negated: false,
-        }) if is_id(expr) => list.iter().map(string_literal).collect(),
-        Expr::BinaryExpr(BinaryExpr {
-            left,
-            op: Operator::Eq,
-            right,
-        }) if is_id(left) => Some(vec![string_literal(right)?]),
-        _ => None,
-    }
-}
-
-fn string_literal(e: &Expr) -> Option<&str> {
-    match e {
-        Expr::Literal(
-            ScalarValue::Utf8(Some(s))
-            | ScalarValue::Utf8View(Some(s))
-            | ScalarValue::LargeUtf8(Some(s)),
-            _,
-        ) => Some(s.as_str()),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,18 +311,53 @@ mod tests {
             .collect();
         assert_eq!(rows, [("T2", "A"), ("T1", "APPROVED")]);
         assert_eq!(table.lookup(&["nope"]).unwrap().num_rows(), 0);
-        let id = Expr::Column(datafusion::common::Column::from_name("transaction_id"));
-        let list = id
-            .clone()
-            .in_list(vec![datafusion::prelude::lit("T1")], false);
-        assert_eq!(wanted_ids(&list), Some(vec!["T1"]));
-        assert_eq!(
-            wanted_ids(&id.clone().eq(datafusion::prelude::lit("T2"))),
-            Some(vec!["T2"])
-        );
-        assert_eq!(
-            wanted_ids(&id.in_list(vec![datafusion::prelude::lit(1)], false)),
-            None
-        );
+    }
+
+    /// An incremental refresh's filter reaches the scan, which returns just
+    /// the rows of its ids.
+    #[tokio::test]
+    async fn a_scan_filtered_by_a_set_of_ids_reads_only_them() {
+        use crate::id_set::IdSet;
+        use datafusion::prelude::SessionContext;
+        let source = Arc::new(LiveTable::new(Arc::clone(&TRANSACTIONS_SCHEMA)));
+        let table = Arc::new(LatestTable::new(Arc::clone(&source)));
+        source.append(events(&[
+            ("T1", "PENDING", 10, 0, 0),
+            ("T2", "A", 10, 0, 1),
+            ("T3", "A", 10, 0, 2),
+        ]));
+        source.append(events(&[("T1", "APPROVED", 20, 0, 3)]));
+        let ctx = SessionContext::new();
+        ctx.register_table("latest", Arc::clone(&table) as _)
+            .unwrap();
+        let set = IdSet::new(["T1", "T3", "T9"].map(String::from));
+        let frame = ctx
+            .table("latest")
+            .await
+            .unwrap()
+            .filter(set.filter("transaction_id"))
+            .unwrap();
+        let plan = frame.clone().into_optimized_plan().unwrap();
+        let plan = plan.display_indent().to_string();
+        assert!(plan.contains("partial_filters=[recon_in_id_set("), "{plan}");
+        let rows: usize = frame
+            .collect()
+            .await
+            .unwrap()
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum();
+        assert_eq!(rows, 2);
+        let scan = table
+            .scan(&ctx.state(), None, &[set.filter("transaction_id")], None)
+            .await
+            .unwrap();
+        let scanned: usize = datafusion::physical_plan::collect(scan, ctx.task_ctx())
+            .await
+            .unwrap()
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum();
+        assert_eq!(scanned, 2, "the scan reads only T1's latest event and T3's");
     }
 }

@@ -33,6 +33,7 @@ use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
 use super::writer;
+use crate::id_set::IdSet;
 use crate::warehouse::Warehouse;
 
 /// Zstandard level of the data files: fast to write, compact to read.
@@ -237,17 +238,15 @@ pub(super) fn cast_to(plan: LogicalPlan, target: &Schema) -> Result<LogicalPlan>
     LogicalPlanBuilder::from(plan).project(columns)?.build()
 }
 
-/// The rows of transactions `ids`: `key IN (ids)`.
-pub fn changed_rows(key: &str, ids: &[String]) -> Expr {
-    col(key).in_list(ids.iter().map(|id| lit(id.as_str())).collect(), false)
-}
-
-/// [`changed_rows`] with the ids' range as well, which lets delta-rs's
-/// replace-where skip by the files' statistics the data files outside it
-/// (an IN list this long is not used for that).
-fn replaced_rows(key: &str, ids: &[String]) -> Expr {
-    let changed = changed_rows(key, ids);
-    match (ids.iter().min(), ids.iter().max()) {
+/// The rows of transactions `ids` for delta-rs's replace-where: `key IN
+/// (ids)` as literals (delta-rs writes the predicate into its log, so it
+/// must be plain SQL; only the rare write through delta-rs uses it) with the
+/// ids' range as well, which lets it skip by the files' statistics the data
+/// files outside it (an IN list this long is not used for that).
+fn replaced_rows(key: &str, ids: &IdSet) -> Expr {
+    let ids = ids.as_slice();
+    let changed = col(key).in_list(ids.iter().map(|id| lit(id.as_str())).collect(), false);
+    match (ids.first(), ids.last()) {
         (Some(low), Some(high)) => col(key)
             .gt_eq(lit(low.as_str()))
             .and(col(key).lt_eq(lit(high.as_str())))
@@ -352,7 +351,7 @@ impl IndexTable {
         &self,
         session: &SessionState,
         plan: LogicalPlan,
-        replace: Option<(&str, &[String])>,
+        replace: Option<(&str, &IdSet)>,
         record: &RefreshRecord,
     ) -> Result<DeltaTable> {
         let plan = with_delta_types(plan)?;
@@ -591,7 +590,7 @@ mod tests {
             .await
             .unwrap()
             .into_unoptimized_plan();
-        let ids: Vec<String> = (1..=10).map(|i| format!("T-{i}")).collect();
+        let ids = IdSet::new((1..=10).map(|i| format!("T-{i}")));
         let table = index
             .write(
                 &ctx.state(),
@@ -718,9 +717,7 @@ mod tests {
                     .await
                     .unwrap(),
                 Some(_) => {
-                    let batch: Vec<String> = (i * 100..i * 100 + 100)
-                        .map(|v| format!("T-{v:04}"))
-                        .collect();
+                    let batch = IdSet::new((i * 100..i * 100 + 100).map(|v| format!("T-{v:04}")));
                     index
                         .write(
                             &ctx.state(),
@@ -741,7 +738,7 @@ mod tests {
         assert_eq!(version(9).await.unwrap().files_removed, 0);
 
         // New rows for T-0150 and T-0151 (second file) and T-5000 (new).
-        let changed: Vec<String> = ["T-0150", "T-0151", "T-5000"].map(String::from).to_vec();
+        let changed = IdSet::new(["T-0150", "T-0151", "T-5000"].map(String::from));
         let plan = ctx
             .sql("SELECT * FROM (VALUES ('T-0150', -1), ('T-0151', -1), ('T-5000', -1)) AS v(transaction_id, amount)")
             .await

@@ -6,17 +6,22 @@
 //! signal or policy files), or offsets that went back (a replaced topic)
 //! make the next refresh a full one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{Int32Type, Int64Type};
-use datafusion::error::Result;
-use datafusion::prelude::SessionContext;
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type};
+use datafusion::error::{DataFusionError, Result};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
+use crate::id_set::IdSet;
+use crate::ingest::decode::{OFFSET_COLUMN, PARTITION_COLUMN};
+use crate::ingest::live::LiveTable;
 use crate::warehouse::Warehouse;
+
+const TRANSACTION_ID: &str = "transaction_id";
 
 /// What a snapshot was computed from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,35 +55,12 @@ fn batch_tables(view: &str) -> &'static [&'static str] {
     }
 }
 
-/// The inputs as they are now.
-pub async fn current(ctx: &SessionContext, warehouse: &Warehouse, view: &str) -> Result<Inputs> {
+/// The inputs as they are now (`events`: the live `transactions` table).
+pub async fn current(events: &LiveTable, warehouse: &Warehouse, view: &str) -> Result<Inputs> {
     Ok(Inputs {
-        next_offsets: next_offsets(ctx).await?,
+        next_offsets: events.next_offsets(),
         batch_files: fingerprint(warehouse, batch_tables(view)).await?,
     })
-}
-
-/// Per partition, one past the greatest offset in `transactions`.
-async fn next_offsets(ctx: &SessionContext) -> Result<BTreeMap<i32, i64>> {
-    let batches = ctx
-        .sql(
-            "SELECT kafka_partition, max(kafka_offset) + 1 FROM transactions \
-             WHERE kafka_partition IS NOT NULL GROUP BY kafka_partition",
-        )
-        .await?
-        .collect()
-        .await?;
-    let mut out = BTreeMap::new();
-    for batch in &batches {
-        let partitions = batch.column(0).as_primitive::<Int32Type>();
-        let offsets = batch.column(1).as_primitive::<Int64Type>();
-        for i in 0..batch.num_rows() {
-            if partitions.is_valid(i) && offsets.is_valid(i) {
-                out.insert(partitions.value(i), offsets.value(i));
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Name, size and modification time of every file of `tables`, hashed (FNV-1a:
@@ -118,39 +100,32 @@ pub fn can_follow(previous: &Inputs, now: &Inputs) -> bool {
 }
 
 /// Transaction ids with an event at or after `since` (or in a partition
-/// `since` does not know), distinct.
-pub async fn changed_ids(ctx: &SessionContext, since: &BTreeMap<i32, i64>) -> Result<Vec<String>> {
-    let mut conditions: Vec<String> = since
-        .iter()
-        .map(|(p, o)| format!("(kafka_partition = {p} AND kafka_offset >= {o})"))
-        .collect();
-    let known: Vec<String> = since.keys().map(ToString::to_string).collect();
-    conditions.push(if known.is_empty() {
-        "kafka_partition IS NOT NULL".to_owned()
-    } else {
-        format!("kafka_partition NOT IN ({})", known.join(", "))
-    });
-    let sql = format!(
-        "SELECT DISTINCT transaction_id FROM transactions \
-         WHERE transaction_id IS NOT NULL AND ({})",
-        conditions.join(" OR ")
-    );
-    let batches: Vec<RecordBatch> = ctx.sql(&sql).await?.collect().await?;
-    let mut ids = Vec::new();
-    for batch in &batches {
-        let column = datafusion::arrow::compute::cast(
-            batch.column(0),
-            &datafusion::arrow::datatypes::DataType::Utf8,
-        )?;
-        ids.extend(
-            column
-                .as_string::<i32>()
-                .iter()
-                .flatten()
-                .map(str::to_owned),
-        );
+/// `since` does not know): read from the batches that hold such events.
+pub fn changed_ids(events: &LiveTable, since: &BTreeMap<i32, i64>) -> Result<IdSet> {
+    let mut ids = HashSet::new();
+    for batch in events.batches_since(since) {
+        let column = |name: &str| {
+            batch.column_by_name(name).ok_or_else(|| {
+                DataFusionError::Internal(format!("transactions batch without {name}"))
+            })
+        };
+        let transactions = cast(column(TRANSACTION_ID)?, &DataType::Utf8)?;
+        let transactions = transactions.as_string::<i32>();
+        let partitions = column(PARTITION_COLUMN)?.as_primitive::<Int32Type>();
+        let offsets = column(OFFSET_COLUMN)?.as_primitive::<Int64Type>();
+        for row in 0..batch.num_rows() {
+            if transactions.is_null(row) || partitions.is_null(row) || offsets.is_null(row) {
+                continue;
+            }
+            let new = since
+                .get(&partitions.value(row))
+                .is_none_or(|from| offsets.value(row) >= *from);
+            if new && !ids.contains(transactions.value(row)) {
+                ids.insert(transactions.value(row).to_owned());
+            }
+        }
     }
-    Ok(ids)
+    Ok(IdSet::new(ids))
 }
 
 #[cfg(test)]
@@ -174,5 +149,48 @@ mod tests {
         assert!(!can_follow(&before, &inputs(&[(0, 10), (1, 7)], "b")));
         assert!(!can_follow(&before, &inputs(&[(0, 9), (1, 7)], "a")));
         assert!(!can_follow(&before, &inputs(&[(0, 10)], "a")));
+    }
+
+    #[test]
+    fn changed_ids_are_those_with_events_past_the_offsets() {
+        use datafusion::arrow::array::{Int32Array, Int64Array, RecordBatch, StringArray};
+        use datafusion::arrow::datatypes::{Field, Schema};
+        use std::sync::Arc;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(TRANSACTION_ID, DataType::Utf8, true),
+            Field::new(PARTITION_COLUMN, DataType::Int32, false),
+            Field::new(OFFSET_COLUMN, DataType::Int64, false),
+        ]));
+        let events = LiveTable::new(Arc::clone(&schema));
+        let batch = |rows: &[(Option<&str>, i32, i64)]| {
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(StringArray::from(
+                        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(Int32Array::from(
+                        rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                    )),
+                    Arc::new(Int64Array::from(
+                        rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+                    )),
+                ],
+            )
+            .unwrap()
+        };
+        events.append_flushed(vec![batch(&[(Some("A"), 0, 0), (Some("B"), 1, 0)])]);
+        events.append(batch(&[(Some("C"), 0, 1), (Some("A"), 0, 2), (None, 0, 3)]));
+        events.append(batch(&[(Some("D"), 2, 0), (Some("B"), 1, 1)]));
+        let since = BTreeMap::from([(0, 2), (1, 1)]);
+        // A at offset 2 of partition 0, B at 1 of 1, D of an unknown
+        // partition; C (offset 1) is older, the NULL id is no transaction.
+        assert_eq!(
+            changed_ids(&events, &since).unwrap().as_slice(),
+            ["A", "B", "D"]
+        );
+        let after = events.next_offsets();
+        assert_eq!(after, BTreeMap::from([(0, 4), (1, 2), (2, 1)]));
+        assert!(changed_ids(&events, &after).unwrap().is_empty());
     }
 }

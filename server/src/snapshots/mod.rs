@@ -47,6 +47,8 @@ use datafusion::prelude::SessionContext;
 use serde::Serialize;
 use tracing::{debug, error, info, warn};
 
+use crate::id_set::IdSet;
+use crate::ingest::live::LiveTable;
 use crate::warehouse::Warehouse;
 use delta::{IndexTable, RefreshRecord};
 pub use history::{SNAPSHOTS_SCHEMA, snapshots_batch};
@@ -165,6 +167,8 @@ pub enum RefreshError {
 /// Refreshes snapshots and serves them as tables.
 pub struct Materializer {
     ctx: SessionContext,
+    /// The live `transactions` table (how far it reaches, what changed).
+    events: Arc<LiveTable>,
     warehouse: Warehouse,
     retention: usize,
     /// Whether incremental refreshes are allowed (the views are the built-in ones).
@@ -239,6 +243,7 @@ impl Materializer {
     /// incremental refreshes rely on.
     pub async fn open(
         ctx: &SessionContext,
+        events: Arc<LiveTable>,
         warehouse: &Warehouse,
         retention: usize,
         incremental: bool,
@@ -303,6 +308,7 @@ impl Materializer {
         }
         let materializer = Arc::new(Self {
             ctx: ctx.clone(),
+            events,
             warehouse: warehouse.clone(),
             retention,
             incremental,
@@ -449,7 +455,7 @@ impl Materializer {
         );
         // Read before the view is computed: events after these offsets may or
         // may not be in this snapshot, so the next incremental refresh redoes them.
-        let inputs = incremental::current(&self.ctx, &self.warehouse, slot.view).await?;
+        let inputs = incremental::current(&self.events, &self.warehouse, slot.view).await?;
         let inputs_ms = elapsed_ms(started);
         let state = read_lock(&slot.state);
         let delta = match (mode, state.legacy) {
@@ -492,7 +498,7 @@ impl Materializer {
                 return Ok(unchanged);
             }
             Some((key, ids)) => {
-                frame = frame.filter(delta::changed_rows(key, &ids))?;
+                frame = frame.filter(ids.filter(key))?;
                 replace = Some((key, ids));
                 "incremental"
             }
@@ -513,7 +519,7 @@ impl Materializer {
             .write(
                 &self.ctx.state(),
                 frame.into_unoptimized_plan(),
-                replace.as_ref().map(|(key, ids)| (*key, ids.as_slice())),
+                replace.as_ref().map(|(key, ids)| (*key, ids)),
                 &record,
             )
             .await?;
@@ -585,7 +591,7 @@ impl Materializer {
         view: &str,
         state: &ViewState,
         now: &Inputs,
-    ) -> Result<Option<(&'static str, Vec<String>)>> {
+    ) -> Result<Option<(&'static str, IdSet)>> {
         let (true, Some([key]), Some(previous)) =
             (self.incremental, incremental::key_of(view), state.current())
         else {
@@ -597,7 +603,7 @@ impl Materializer {
         if !incremental::can_follow(before, now) {
             return Ok(None);
         }
-        let ids = incremental::changed_ids(&self.ctx, &before.next_offsets).await?;
+        let ids = incremental::changed_ids(&self.events, &before.next_offsets)?;
         if ids.len() as f64 > MAX_DELTA_SHARE * state.rows as f64 {
             return Ok(None);
         }

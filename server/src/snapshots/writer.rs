@@ -16,7 +16,6 @@
 //! stretch of transactions: new transactions rewrite no file, changes to
 //! recent ones rewrite the newest files.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -38,8 +37,9 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::delta::{
     COMMIT_KEY, DEFAULT_INDEXED_COLUMNS, IndexTable, RefreshRecord, TARGET_FILE_BYTES, cast_to,
-    changed_rows, delta_error, writer_properties,
+    delta_error, writer_properties,
 };
+use crate::id_set::IdSet;
 
 /// One refresh's write into `index`.
 pub(super) struct Written<'a> {
@@ -90,7 +90,7 @@ impl Written<'_> {
         plan: LogicalPlan,
         target: &SchemaRef,
         key: &str,
-        ids: &[String],
+        ids: &IdSet,
     ) -> Result<DeltaTable> {
         let started = Instant::now();
         let ctx = SessionContext::new_with_state(self.session.clone());
@@ -108,7 +108,7 @@ impl Written<'_> {
             let kept = ctx
                 .read_parquet(urls, ParquetReadOptions::default())
                 .await?
-                .filter(changed_rows(key, ids).is_not_true())?
+                .filter(ids.filter(key).is_not_true())?
                 .into_unoptimized_plan();
             new_rows.union(cast_to(kept, target)?)?.build()?
         };
@@ -144,10 +144,9 @@ impl Written<'_> {
         ctx: &SessionContext,
         table: &DeltaTable,
         key: &str,
-        ids: &[String],
+        ids: &IdSet,
     ) -> Result<Vec<Hit>> {
-        let mut sorted: Vec<&str> = ids.iter().map(String::as_str).collect();
-        sorted.sort_unstable();
+        let sorted = ids.as_slice();
         let snapshot = table.snapshot().map_err(delta_error)?;
         let log_store = table.log_store();
         let candidates: Vec<_> = snapshot
@@ -159,8 +158,10 @@ impl Written<'_> {
                     // The first id at or above the file's lowest one is at
                     // most its highest one.
                     Some((low, high)) => {
-                        let first = sorted.partition_point(|id| *id < low.as_str());
-                        sorted.get(first).is_some_and(|id| *id <= high.as_str())
+                        let first = sorted.partition_point(|id| id.as_str() < low.as_str());
+                        sorted
+                            .get(first)
+                            .is_some_and(|id| id.as_str() <= high.as_str())
                     }
                     None => true,
                 })
@@ -171,7 +172,6 @@ impl Written<'_> {
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
-        let wanted: HashSet<&str> = sorted.into_iter().collect();
         let mut hits = Vec::new();
         for file in candidates {
             let keys = ctx
@@ -187,7 +187,7 @@ impl Written<'_> {
                     .as_string::<i32>()
                     .iter()
                     .flatten()
-                    .filter(|id| wanted.contains(id))
+                    .filter(|id| ids.contains(id))
                     .count() as u64;
             }
             if rows > 0 {

@@ -11,7 +11,9 @@
 //!    `merchant_daily_kpi` in turn, each timed from the client;
 //! 3. DuckDB (`scripts/duckdb_refresh.py` in the bench venv) computing the same
 //!    SQL from the same files to Parquet with the same compression, in the same
-//!    run and on the same cores; the ratio recon / DuckDB (≤ 1.0 = recon faster);
+//!    run and on the same cores; steps 2 and 3 alternate for `BENCH_ROUNDS`
+//!    rounds (default 3) and the medians are printed, with the ratio
+//!    recon / DuckDB (≤ 1.0 = recon faster; each round's times go to stderr);
 //! 4. at the largest scale, 10 000 more transactions arrive (as ingest segments;
 //!    the server is restarted to see them, then warmed up by an untimed query)
 //!    and `batch_index` and `final_index` are refreshed again — incrementally,
@@ -63,6 +65,11 @@ fn main() {
         })
         .collect();
     let python = std::env::var("BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let rounds_wanted: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     println!("| transactions | view | rows | recon s | DuckDB s | recon/DuckDB |");
     println!("|---|---|---|---|---|---|");
@@ -83,15 +90,31 @@ fn main() {
             "wrote {n} transactions in {:.1} s",
             started.elapsed().as_secs_f64()
         );
-        let (recon, reads_before) = runtime.block_on(refresh_all(dir.path(), &VIEWS));
-        let duck = duckdb(&python, dir.path());
+        // Rounds alternate recon and DuckDB on the same cores; the medians
+        // are compared (the machines are shared and noisy).
+        let (child, mut client) = runtime.block_on(start_warmed_up(dir.path(), &VIEWS));
+        let mut rounds: Vec<(Vec<(i64, f64)>, serde_json::Value)> = Vec::new();
+        for _ in 0..rounds_wanted {
+            let recon = runtime.block_on(refresh_full(&mut client, &VIEWS));
+            rounds.push((recon, duckdb(&python, dir.path())));
+        }
+        let reads_before = runtime.block_on(snapshot_reads(&mut client));
+        drop(client);
+        drop(child); // stopped before the incremental part starts its own server
         let mut total = (0.0, 0.0);
-        for (view, (rows, seconds)) in VIEWS.iter().zip(&recon) {
-            let peer = duck[view]["seconds"].as_f64().unwrap();
-            let peer_rows = duck[view]["rows"].as_i64().unwrap();
+        for (v, view) in VIEWS.iter().enumerate() {
+            let rows = rounds[0].0[v].0;
+            let peer_rows = rounds[0].1[view]["rows"].as_i64().unwrap();
             assert_eq!(
-                *rows, peer_rows,
+                rows, peer_rows,
                 "{view}: recon and DuckDB disagree on the row count"
+            );
+            let seconds = median(rounds.iter().map(|r| r.0[v].1).collect());
+            let peer = median(
+                rounds
+                    .iter()
+                    .map(|r| r.1[view]["seconds"].as_f64().unwrap())
+                    .collect(),
             );
             total = (total.0 + seconds, total.1 + peer);
             println!(
@@ -105,6 +128,19 @@ fn main() {
             total.1,
             total.0 / total.1
         );
+        for (r, (recon, duck)) in rounds.iter().enumerate() {
+            let times: Vec<String> = VIEWS
+                .iter()
+                .zip(recon)
+                .map(|(view, (_, s))| {
+                    format!(
+                        "{view} {s:.2}/{:.2}",
+                        duck[view]["seconds"].as_f64().unwrap()
+                    )
+                })
+                .collect();
+            eprintln!("round {}: recon/DuckDB s: {}", r + 1, times.join(", "));
+        }
         if i + 1 == scales.len() {
             print_reads("after the full refreshes", reads_before);
             append_scale_transactions(dir.path(), n, ADDED, 43);
@@ -146,8 +182,11 @@ fn main() {
     }
 }
 
-/// Starts recon over `warehouse` and refreshes `views` in turn: (rows, seconds) each.
-async fn refresh_all(warehouse: &Path, views: &[&str]) -> (Vec<(i64, f64)>, Reads) {
+/// Starts recon over `warehouse` and makes it ready for timed refreshes of `views`.
+async fn start_warmed_up(
+    warehouse: &Path,
+    views: &[&str],
+) -> (KillOnDrop, FlightSqlServiceClient<Channel>) {
     let port = free_port();
     let mut child = KillOnDrop(
         recon_serve(warehouse, port)
@@ -176,6 +215,14 @@ async fn refresh_all(warehouse: &Path, views: &[&str]) -> (Vec<(i64, f64)>, Read
             started.elapsed().as_secs_f64()
         );
     }
+    (child, client)
+}
+
+/// `REFRESH INDEX <view> FULL` of `views` in turn: (rows, seconds) each.
+async fn refresh_full(
+    client: &mut FlightSqlServiceClient<Channel>,
+    views: &[&str],
+) -> Vec<(i64, f64)> {
     let mut out = Vec::new();
     for view in views {
         let started = Instant::now();
@@ -185,7 +232,18 @@ async fn refresh_all(warehouse: &Path, views: &[&str]) -> (Vec<(i64, f64)>, Read
             .expect("refresh");
         out.push((rows, started.elapsed().as_secs_f64()));
     }
-    (out, snapshot_reads(&mut client).await)
+    out
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[mid - 1] + values[mid]) / 2.0
+    } else {
+        values[mid]
+    }
 }
 
 /// Times `SELECT count(*)` and a full scan (`EXPLAIN ANALYZE SELECT *`: every

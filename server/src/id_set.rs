@@ -30,8 +30,9 @@ use datafusion::logical_expr::{
 };
 use datafusion::prelude::col;
 
-/// The column scans look rows up by.
-const KEY: &str = "transaction_id";
+/// The column rows are looked up by: what [`wanted_ids`] recognises, what the
+/// cached batch tables are ordered by, what identifies a changed transaction.
+pub const KEY: &str = "transaction_id";
 
 /// Distinct ids, sorted; cheap to clone.
 #[derive(Debug, Clone, Default)]

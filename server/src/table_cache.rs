@@ -37,7 +37,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tracing::{info, warn};
 
-use crate::id_set::wanted_ids;
+use crate::id_set::{KEY, wanted_ids};
 
 /// Parquet bytes are assumed to grow by at most this factor when decoded; a
 /// load is not started when the files' size times this exceeds the free budget.
@@ -79,9 +79,6 @@ struct Copy {
     bytes: usize,
     index: Option<KeyIndex>,
 }
-
-/// The column a copy is ordered by for lookups.
-const KEY: &str = "transaction_id";
 
 /// The rows of a copy in the order of their key (rows with a NULL key left
 /// out): (batch, row), batches numbered across partitions in order.

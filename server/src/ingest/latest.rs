@@ -7,8 +7,8 @@
 //! of every event per query — the largest cost of the index views.
 //!
 //! A scan filtered on `transaction_id = 'x'`, `transaction_id IN (…)` or a set
-//! of ids ([`crate::id_set`], what an incremental index refresh asks for) looks the ids up in the index and
-//! returns just their rows.
+//! of ids ([`crate::id_set`], what an incremental index refresh asks for)
+//! looks the ids up in the index and returns just their rows.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -16,12 +16,10 @@ use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
 
-use crate::id_set::IdSet;
+use crate::id_set::{IdSet, KEY as TRANSACTION_ID};
 use crate::ingest::decode::{OFFSET_COLUMN, PARTITION_COLUMN};
 use crate::ingest::live::LiveTable;
 use crate::warehouse::Warehouse;
-
-const TRANSACTION_ID: &str = "transaction_id";
 
 /// What a snapshot was computed from.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
